@@ -1,0 +1,67 @@
+"""The four Burr actions of a chat turn: human_input → safety_check → ai_response | unsafe_response.
+
+Collaborators (the model, the safety policy, the cancel event) are bound with `.bind()` when the
+application is built, so they never appear in Burr state or in the tracker's logged inputs.
+`chat_history` is the OpenAI message list; an assistant message may carry `status`: "stopped"
+(the user pressed Stop; content is what had arrived) or "refused" (the safety policy said no).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import Any
+
+from burr.core import State, action
+from burr.core.action import streaming_action
+
+from core.llm import ChatModel, Message
+from core.safety import REFUSAL, SafetyPolicy
+
+STOPPED = "stopped"
+REFUSED = "refused"
+
+
+@action(reads=["chat_history"], writes=["chat_history", "prompt"])
+def human_input(state: State, prompt: str) -> tuple[dict, State]:
+    """Records the user's message; it is persisted before anything calls the model."""
+    message = {"role": "user", "content": prompt}
+    return {"prompt": prompt}, state.update(prompt=prompt).append(chat_history=message)
+
+
+@action(reads=["prompt"], writes=["safe"])
+def safety_check(state: State, policy: SafetyPolicy) -> tuple[dict, State]:
+    safe = bool(policy.is_safe(state["prompt"]))
+    return {"safe": safe}, state.update(safe=safe)
+
+
+@action(reads=[], writes=["response", "chat_history"])
+def unsafe_response(state: State) -> tuple[dict, State]:
+    """A canned refusal; the model is never called for a flagged prompt."""
+    message = {"role": "assistant", "content": REFUSAL, "status": REFUSED}
+    return {"response": REFUSAL}, state.update(response=REFUSAL).append(chat_history=message)
+
+
+def model_messages(system_prompt: str, chat_history: list[dict[str, Any]]) -> list[Message]:
+    """The OpenAI message list: system prompt first, then role/content only (our extra keys stay home)."""
+    history = [{"role": m["role"], "content": m["content"]} for m in chat_history if m.get("status") != REFUSED]
+    return [{"role": "system", "content": system_prompt}, *history]
+
+
+@streaming_action(reads=["chat_history"], writes=["response", "chat_history"])
+def ai_response(
+    state: State, model: ChatModel, system_prompt: str, cancel: threading.Event
+) -> Generator[tuple[dict, State | None], None, None]:
+    """Streams the model's reply piece by piece, then appends it to the history.
+
+    A model failure raises (Burr records the step as failed and keeps the state before it, so a
+    partial reply is never saved as complete). A Stop keeps what arrived, marked as stopped.
+    """
+    pieces: list[str] = []
+    for piece in model.stream(model_messages(system_prompt, state["chat_history"]), cancel=cancel):
+        pieces.append(piece)
+        yield {"delta": piece}, None
+    text = "".join(pieces)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if cancel.is_set():
+        message["status"] = STOPPED
+    yield {"response": text, "stopped": cancel.is_set()}, state.update(response=text).append(chat_history=message)

@@ -1,0 +1,95 @@
+"""The Burr state machine of a conversation and the builder that wires it to storage and tracking.
+
+One conversation is one partition key; each branch of it (the original and every fork) is one
+Burr app_id. `build_application` resumes the most recent branch, starts a new one, or forks.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+
+from burr.core import Application, ApplicationBuilder, default, when
+from burr.core.graph import Graph, GraphBuilder
+from burr.core.persistence import BaseStatePersister
+
+from core.actions import ai_response, human_input, safety_check, unsafe_response
+from core.llm import ChatModel, OfflineModel
+from core.safety import BlockedWordsPolicy, SafetyPolicy
+from core.settings import DEFAULT_SYSTEM_PROMPT
+
+ENTRYPOINT = "human_input"
+DEFAULT_STATE = {"chat_history": []}
+
+
+def build_graph(
+    model: ChatModel | None = None,
+    *,
+    policy: SafetyPolicy | None = None,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    cancel: threading.Event | None = None,
+) -> Graph:
+    """The chat graph; without arguments it is fine for drawing (nothing is called then)."""
+    return (
+        GraphBuilder()
+        .with_actions(
+            human_input=human_input,
+            safety_check=safety_check.bind(policy=policy or BlockedWordsPolicy()),
+            ai_response=ai_response.bind(
+                model=model or OfflineModel(), system_prompt=system_prompt, cancel=cancel or threading.Event()
+            ),
+            unsafe_response=unsafe_response,
+        )
+        .with_transitions(
+            ("human_input", "safety_check", default),
+            ("safety_check", "ai_response", when(safe=True)),
+            ("safety_check", "unsafe_response", when(safe=False)),
+            (["ai_response", "unsafe_response"], "human_input", default),
+        )
+        .build()
+    )
+
+
+def build_application(
+    partition_key: str | None,
+    *,
+    persister: BaseStatePersister,
+    llm: ChatModel,
+    app_id: str | None = None,
+    fork_from_app_id: str | None = None,
+    fork_from_sequence_id: int | None = None,
+    tracker_project: str | None = None,
+    tracker_dir: str | None = None,
+    policy: SafetyPolicy | None = None,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    cancel: threading.Event | None = None,
+) -> Application:
+    """Loads (or starts, or forks) one branch of a conversation, persisted after every step.
+
+    With `app_id=None` the conversation's most recent branch is resumed, or a new one started.
+    With `fork_from_app_id` a new branch starts from that branch's state at `fork_from_sequence_id`.
+    """
+    if fork_from_app_id is not None:
+        app_id = app_id or str(uuid.uuid4())
+    elif app_id is None:
+        existing = persister.list_app_ids(partition_key)
+        app_id = existing[0] if existing else str(uuid.uuid4())
+    graph = build_graph(llm, policy=policy, system_prompt=system_prompt, cancel=cancel)
+    builder = (
+        ApplicationBuilder()
+        .with_graph(graph)
+        .initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state=dict(DEFAULT_STATE, chat_history=[]),
+            default_entrypoint=ENTRYPOINT,
+            fork_from_app_id=fork_from_app_id,
+            fork_from_partition_key=partition_key if fork_from_app_id else None,
+            fork_from_sequence_id=fork_from_sequence_id,
+        )
+        .with_state_persister(persister)
+        .with_identifiers(app_id=app_id, partition_key=partition_key)
+    )
+    if tracker_project:
+        params = {"storage_dir": tracker_dir} if tracker_dir else {}
+        builder = builder.with_tracker("local", project=tracker_project, params=params)
+    return builder.build()

@@ -1,0 +1,231 @@
+"""`ChatService`: the one code path for a chat turn, used by the UI, the tests and any future server.
+
+A turn runs human_input → safety_check (both persisted before the model is called) and then
+streams ai_response (or the canned unsafe_response). Turns on one conversation are serialized
+inside a process; across processes the persister's conflict check catches a second writer, and
+the turn is replayed on top of the latest state so no message is lost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from burr.core import Application
+from burr.core.application import PRIOR_STEP
+
+from core.actions import REFUSED, STOPPED
+from core.app import build_application
+from core.conversations import ConversationStore
+from core.llm import ChatModel, LLMError, build_model
+from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
+from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
+from core.settings import Settings
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+REPLY_ACTIONS = ["ai_response", "unsafe_response"]
+_MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
+
+
+class InputError(ValueError):
+    """The user's message cannot be sent as it is; the message says why."""
+
+
+class ConversationBusyError(StorageError):
+    """Another turn on this conversation is still running."""
+
+
+def clean_message(text: str | None, max_chars: int) -> str:
+    """Validates a user message: not blank, within the limit, no control characters or broken Unicode."""
+    text = (text or "").encode("utf-8", "replace").decode("utf-8")
+    text = _CONTROL_CHARS.sub("", text).strip()
+    if not text:
+        raise InputError("Type a message first: empty messages are not sent.")
+    if len(text) > max_chars:
+        raise InputError(f"Your message has {len(text):,} characters; the limit is {max_chars:,}. Shorten it and send again.")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationView:
+    """What a page shows of one branch: its messages and whether its last step failed."""
+
+    partition_key: str
+    app_id: str | None
+    messages: list[dict[str, Any]]
+    sequence_id: int | None
+    failed_step: str | None  # the action to retry, when the last step failed
+    pending_step: str | None = None  # a turn stopped midway (failed, or a fork from inside a turn)
+
+
+class Turn:
+    """One chat turn. Iterate it for reply pieces; afterwards read `outcome`, `error`, `notice`."""
+
+    def __init__(self, service: "ChatService", partition_key: str, app_id: str | None, prompt: str | None,
+                 expected_messages: int | None = None):
+        self.service, self.partition_key, self.app_id = service, partition_key, app_id
+        self.prompt, self.expected_messages = prompt, expected_messages
+        self.cancel = threading.Event()
+        self.outcome: str | None = None  # "answered" | "refused" | "stopped" | "failed"
+        self.error: Exception | None = None
+        self.notice: str | None = None
+        self.reply = ""
+
+    def stop(self) -> None:
+        """Ends the model call; what arrived so far is kept, marked as stopped."""
+        self.cancel.set()
+
+    def __iter__(self) -> Iterator[str]:
+        lock = self.service.conversation_lock(self.partition_key)
+        if not lock.acquire(timeout=self.service.settings.request_timeout * 2):
+            self.outcome, self.error = "failed", ConversationBusyError(
+                "This conversation is still answering in another tab. Wait for that reply, then send again.")
+            return
+        try:
+            yield from self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> Iterator[str]:
+        try:
+            action, container = self._start()
+        except (LLMError, StorageError) as exc:
+            self.outcome, self.error = "failed", exc
+            return
+        finished = False
+        try:
+            for result in container:
+                self.reply += result["delta"]
+                yield result["delta"]
+            finished = True
+        except (LLMError, StorageError) as exc:
+            self.outcome, self.error = "failed", exc
+            return
+        finally:
+            if not finished and self.outcome is None:
+                self.cancel.set()  # the consumer went away (Stop, page rerun): keep what arrived
+                for _ in container:
+                    pass
+        result, _state = container.get()
+        self.reply = result.get("response", self.reply) if result else self.reply
+        if action.name == "unsafe_response":
+            self.outcome = "refused"
+            yield self.reply
+        else:
+            self.outcome = "stopped" if self.cancel.is_set() else "answered"
+
+    def _start(self) -> tuple:
+        """Steps to the reply action, replaying once on top of the latest state after a conflict."""
+        for attempt in range(2):
+            app = self.service.application(self.partition_key, self.app_id, cancel=self.cancel)
+            self.app_id = app.uid
+            try:
+                return self._step_to_reply(app)
+            except SnapshotConflictError:
+                self.service.persister.forget(self.partition_key, self.app_id)
+                if attempt == 1 or self.prompt is None:
+                    raise
+                self.notice = "This conversation changed in another tab or window; your message was added after the latest messages."
+        raise AssertionError("unreachable")
+
+    def _step_to_reply(self, app: Application) -> tuple:
+        if self.prompt is None:  # a retry of the failed step
+            return app.stream_result(halt_after=REPLY_ACTIONS)
+        history = app.state.get("chat_history", [])
+        if self.expected_messages is not None and len(history) != self.expected_messages and self.notice is None:
+            self.notice = "This conversation had new messages from another tab or window; your message was added after them."
+        if app.get_next_action() is None or app.get_next_action().name != "human_input":
+            # The last reply failed and the user moved on: skip it rather than block the conversation.
+            app.update_state(app.state.update(**{PRIOR_STEP: "ai_response"}))
+        return app.stream_result(halt_after=REPLY_ACTIONS, inputs={"prompt": self.prompt})
+
+
+class ChatService:
+    """Owns the persister, the model and the policy; created once per process."""
+
+    def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
+                 policy: SafetyPolicy | None = None):
+        self.settings, self.persister, self.model = settings, persister, model
+        self.policy = policy or BlockedWordsPolicy(settings.blocked_words)
+        self.conversations = ConversationStore(persister)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: ChatModel | None = None) -> "ChatService":
+        """Connects to the database (creating a SQLite file's folder) and upgrades its schema."""
+        _ensure_sqlite_folder(settings.database_url)
+        persister = SQLAlchemyPersister.from_url(settings.database_url)
+        persister.initialize()
+        model = model or build_model(settings)
+        policy: SafetyPolicy = BlockedWordsPolicy(settings.blocked_words)
+        if settings.use_moderation and not model.offline:
+            policy = ModerationPolicy(model, first=policy)
+        return cls(settings, persister, model, policy)
+
+    @staticmethod
+    def new_conversation_id() -> str:
+        return uuid.uuid4().hex
+
+    def conversation_lock(self, partition_key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(partition_key, threading.Lock())
+
+    def application(self, partition_key: str, app_id: str | None = None, *, cancel: threading.Event | None = None,
+                    **fork: Any) -> Application:
+        """A Burr application for one branch, built fresh so it always starts from the stored state."""
+        try:
+            return build_application(
+                partition_key, persister=self.persister, llm=self.model, app_id=app_id,
+                tracker_project=self.settings.tracker_project, tracker_dir=self.settings.tracker_dir,
+                policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, **fork)
+        except OSError as exc:  # the tracker could not write its files
+            raise StorageError(f"Could not write Burr tracking files: {exc}. Set BURROW_TRACKER_DIR or BURROW_TRACKER_PROJECT=off.") from exc
+
+    def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
+        """The latest state of a branch (default: the most recent one); empty for a new conversation."""
+        data = self.persister.load(partition_key, app_id)
+        if data is None:
+            return ConversationView(partition_key, app_id, [], None, None)
+        failed = data["position"] if data["status"] == "failed" else None
+        pending = failed or _MID_TURN.get(data["position"])
+        return ConversationView(partition_key, data["app_id"], list(data["state"].get("chat_history", [])),
+                                data["sequence_id"], failed, pending)
+
+    def send(self, partition_key: str, text: str, app_id: str | None = None,
+             expected_messages: int | None = None) -> Turn:
+        """Starts a turn with the user's message; raises InputError for a message that cannot be sent."""
+        return Turn(self, partition_key, app_id, clean_message(text, self.settings.max_message_chars), expected_messages)
+
+    def retry(self, partition_key: str, app_id: str | None = None) -> Turn:
+        """Re-runs the step that failed (or finishes a turn a fork started midway)."""
+        return Turn(self, partition_key, app_id, None)
+
+    def fork(self, partition_key: str, app_id: str, sequence_id: int) -> str:
+        """Starts a new branch from a snapshot (Burr's fork_from_*) and saves it, so it opens at once."""
+        source = self.persister.load(partition_key, app_id, sequence_id)
+        if source is None:
+            raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
+        app = self.application(partition_key, None, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
+        self.persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
+                            source["status"], forked_from=(app_id, sequence_id))
+        return app.uid
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    """Creates the folder of a SQLite file so the zero-setup default works on a fresh machine."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot create the folder for the database file {parsed.database}: {exc}") from exc
+
+
+__all__ = ["ChatService", "ConversationView", "InputError", "Turn", "clean_message", "STOPPED", "REFUSED"]

@@ -1,0 +1,176 @@
+"""`ConversationStore`: the catalog of conversations and their branches and snapshots, for browsing.
+
+Listing reads only `burrow_conversations` (newest activity first, through its index), so the
+sidebar stays fast with any number of snapshots. Snapshot tables are paged; states load one at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from core.persistence import SQLAlchemyPersister, StorageError, storage_key
+from core.schema import App, Conversation, ListItem, Snapshot, StateValue
+
+MAX_TITLE_CHARS = 200
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationSummary:
+    partition_key: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    latest_app_id: str
+    stored_bytes: int
+    activity: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchSummary:
+    app_id: str
+    created_at: datetime
+    updated_at: datetime
+    last_sequence_id: int
+    forked_from_app_id: str | None
+    forked_from_sequence_id: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotSummary:
+    sequence_id: int
+    position: str
+    status: str
+    created_at: datetime
+    stored_bytes: int
+
+
+def is_valid_conversation_id(value: str | None) -> bool:
+    """Conversation ids in URLs: letters, digits and - _ . : only, at most 128 characters."""
+    return bool(value) and _ID_PATTERN.fullmatch(value) is not None
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.lower()}%"
+
+
+class ConversationStore:
+    """Read and manage the conversation catalog that the persister keeps up to date."""
+
+    def __init__(self, persister: SQLAlchemyPersister):
+        self.persister = persister
+        self.engine = persister.engine
+
+    def _run(self, work, write: bool = False):  # noqa: ANN001, ANN202
+        def run():  # noqa: ANN202
+            options = {"sqlite_immediate": True} if write else {}
+            with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                return work(conn)
+
+        return self.persister._guard(run)
+
+    # ---- conversations ------------------------------------------------------------------------
+    def list(self, search: str = "", limit: int = 50, before_activity: int | None = None) -> list[ConversationSummary]:
+        """Newest activity first; `before_activity` is the cursor for the next page."""
+        query = select(Conversation).order_by(Conversation.activity.desc()).limit(limit)
+        if search.strip():
+            query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
+        if before_activity is not None:
+            query = query.where(Conversation.activity < before_activity)
+        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query)])
+
+    def count(self, search: str = "") -> int:
+        query = select(func.count()).select_from(Conversation)
+        if search.strip():
+            query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
+        return self._run(lambda conn: conn.execute(query).scalar_one())
+
+    def get(self, partition_key: str | None) -> ConversationSummary | None:
+        query = select(Conversation).where(Conversation.partition_key == storage_key(partition_key))
+        return self._run(lambda conn: next((self._summary(r) for r in conn.execute(query)), None))
+
+    def rename(self, partition_key: str | None, title: str) -> None:
+        """Sets a custom title (trimmed, at most 200 characters); an empty one restores the default."""
+        title = " ".join(title.split())[:MAX_TITLE_CHARS]
+        key = storage_key(partition_key)
+
+        def work(conn: Connection) -> None:
+            default = self._default_title(conn, key) if not title else None
+            values = dict(title=title, title_custom=True) if title else dict(title=default, title_custom=False)
+            done = conn.execute(update(Conversation).where(Conversation.partition_key == key).values(**values))
+            if done.rowcount == 0:
+                raise StorageError(f"No saved conversation {key!r} to rename.")
+
+        self._run(work, write=True)
+
+    def delete(self, partition_key: str | None) -> bool:
+        """Removes the conversation, every branch and every snapshot of it; True if it existed."""
+        key = storage_key(partition_key)
+
+        def work(conn: Connection) -> bool:
+            refs = select(App.id).where(App.partition_key == key).scalar_subquery()
+            for table in (ListItem, StateValue, Snapshot):
+                conn.execute(delete(table).where(table.app_ref.in_(refs)))
+            conn.execute(delete(App).where(App.partition_key == key))
+            return conn.execute(delete(Conversation).where(Conversation.partition_key == key)).rowcount > 0
+
+        existed = self._run(work, write=True)
+        self.persister.forget(key)
+        return existed
+
+    # ---- branches and snapshots --------------------------------------------------------------
+    def branches(self, partition_key: str | None) -> list[BranchSummary]:
+        query = (select(App).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc()))
+        return self._run(lambda conn: [
+            BranchSummary(a.app_id, _utc(a.created_at), _utc(a.updated_at), a.last_sequence_id,
+                          a.forked_from_app_id, a.forked_from_sequence_id)
+            for a in conn.execute(query)])
+
+    def snapshots(self, partition_key: str | None, app_id: str, offset: int = 0, limit: int = 100,
+                  newest_first: bool = False) -> list[SnapshotSummary]:
+        """One page of a branch's snapshots (metadata only: states load one at a time)."""
+        order = Snapshot.sequence_id.desc() if newest_first else Snapshot.sequence_id
+        query = (select(Snapshot.sequence_id, Snapshot.position, Snapshot.status, Snapshot.created_at,
+                        Snapshot.stored_bytes)
+                 .join(App, App.id == Snapshot.app_ref)
+                 .where(App.partition_key == storage_key(partition_key), App.app_id == app_id)
+                 .order_by(order).offset(offset).limit(limit))
+        return self._run(lambda conn: [
+            SnapshotSummary(r.sequence_id, r.position, r.status, _utc(r.created_at), r.stored_bytes)
+            for r in conn.execute(query)])
+
+    def snapshot_count(self, partition_key: str | None, app_id: str) -> int:
+        query = (select(func.count()).select_from(Snapshot).join(App, App.id == Snapshot.app_ref)
+                 .where(App.partition_key == storage_key(partition_key), App.app_id == app_id))
+        return self._run(lambda conn: conn.execute(query).scalar_one())
+
+    def previous_sequence_id(self, partition_key: str | None, app_id: str, sequence_id: int) -> int | None:
+        """The step saved just before `sequence_id` on this branch (for "what changed")."""
+        query = (select(func.max(Snapshot.sequence_id)).join(App, App.id == Snapshot.app_ref)
+                 .where(App.partition_key == storage_key(partition_key), App.app_id == app_id,
+                        Snapshot.sequence_id < sequence_id))
+        return self._run(lambda conn: conn.execute(query).scalar())
+
+    # ---- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _summary(row: Any) -> ConversationSummary:
+        return ConversationSummary(row.partition_key, row.title or "Untitled conversation", _utc(row.created_at),
+                                   _utc(row.updated_at), row.message_count, row.latest_app_id, row.stored_bytes,
+                                   row.activity)
+
+    def _default_title(self, conn: Connection, key: str) -> str | None:
+        """The first user message of the newest branch, as the persister would title it."""
+        from core.persistence import _catalog_facts
+
+        state = self.persister._load(conn, key, None, None)
+        return _catalog_facts(state[1])[1] if state else None

@@ -1,0 +1,160 @@
+"""Chat models: any OpenAI-compatible server through the `openai` SDK, or the built-in offline model.
+
+Both stream text pieces and stop early when the caller's cancel event is set. Every failure of a
+real model becomes one `LLMError` whose message tells the user what to do about it. The API key
+lives only inside the SDK client: it is never put into Burr state, the tracker or a log line.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+from urllib.parse import urlparse
+
+import openai
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+class LLMError(RuntimeError):
+    """A model call failed. `kind` is machine-readable; str(err) is meant for the user."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class ChatModel(Protocol):
+    """What the Burr actions need from a model."""
+
+    label: str
+    offline: bool
+
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yields reply text pieces as they arrive; stops early once `cancel` is set."""
+        ...
+
+    def moderate(self, text: str) -> bool:
+        """True when the text is flagged by the provider's moderation endpoint."""
+        ...
+
+
+class OfflineModel:
+    """A deterministic stand-in so the whole app works with no account and no network."""
+
+    offline = True
+    label = "Offline demo model (no API key set)"
+
+    def __init__(self, word_delay: float = 0.02):
+        self.word_delay = word_delay
+
+    def reply_text(self, messages: Sequence[Message]) -> str:
+        last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        turns = sum(1 for m in messages if m.get("role") == "user")
+        quoted = " ".join(last.split())
+        if len(quoted) > 200:
+            quoted = quoted[:200] + "…"
+        return (
+            f"**[Offline demo model]** This is reply #{turns} of this conversation. You wrote: “{quoted}”.\n\n"
+            "No language model is connected, so I can only echo. To talk to a real model, set "
+            "`OPENAI_API_KEY` (OpenAI) or `OPENAI_BASE_URL` (Ollama, vLLM, llama.cpp, LM Studio) "
+            "and restart Burrow."
+        )
+
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+        words = self.reply_text(messages).split(" ")
+        for index, word in enumerate(words):
+            if cancel is not None and cancel.is_set():
+                return
+            yield word if index == 0 else " " + word
+            if self.word_delay:
+                time.sleep(self.word_delay)
+
+    def moderate(self, text: str) -> bool:
+        return False
+
+
+class OpenAIChatModel:
+    """Chat completions with `stream=True` against OpenAI or any compatible server."""
+
+    offline = False
+
+    def __init__(self, settings: Settings):
+        self.model = settings.model
+        self.client = openai.OpenAI(
+            # Local servers (Ollama, vLLM...) ignore the key, but the SDK insists on one.
+            api_key=settings.openai_api_key or "no-key-needed",
+            base_url=settings.openai_base_url,
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+        )
+        host = urlparse(settings.openai_base_url).netloc if settings.openai_base_url else "api.openai.com"
+        self.label = f"{settings.model} via {host}"
+
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+        try:
+            response = self.client.chat.completions.create(model=self.model, messages=list(messages), stream=True)
+            with response:
+                for chunk in response:
+                    if cancel is not None and cancel.is_set():
+                        return  # leaving the `with` closes the HTTP stream: the server stops generating
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        except Exception as exc:  # httpx errors while reading a broken stream are not OpenAIErrors
+            if exc.__class__.__module__.startswith(("httpx", "httpcore")):
+                raise LLMError("stream_broken", "The model's reply was cut off mid-stream. Retry to ask again.") from exc
+            raise
+
+    def moderate(self, text: str) -> bool:
+        try:
+            return bool(self.client.moderations.create(input=text).results[0].flagged)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+
+
+def translate_error(exc: openai.OpenAIError) -> LLMError:
+    """Maps the SDK's exception zoo onto one type with a message a user can act on."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("timeout", "The model took too long to answer. Try again, or raise BURROW_REQUEST_TIMEOUT.")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("connection", "Could not reach the model server. Check OPENAI_BASE_URL and that the server is running.")
+    if isinstance(exc, openai.AuthenticationError):
+        return LLMError("auth", "The model server rejected the API key. Check OPENAI_API_KEY.")
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = _retry_after(exc)
+        wait = f" Wait about {retry_after:.0f} s and retry." if retry_after else " Wait a moment and retry."
+        return LLMError("rate_limit", "The model server is rate-limiting requests (429)." + wait, retry_after)
+    if isinstance(exc, openai.NotFoundError):
+        return LLMError("not_found", "The model server does not know this model. Check BURROW_MODEL.")
+    if isinstance(exc, openai.InternalServerError):
+        return LLMError("server", f"The model server failed ({exc.status_code}). Retry in a moment.")
+    if isinstance(exc, openai.APIStatusError):
+        return LLMError("bad_request", f"The model server refused the request ({exc.status_code}): {exc.message}")
+    return LLMError("unknown", f"The model call failed: {exc}")
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[header]) * scale
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def build_model(settings: Settings) -> ChatModel:
+    """The offline model without a key or base URL, otherwise an OpenAI-compatible client."""
+    if settings.offline:
+        log.info("No OPENAI_API_KEY or OPENAI_BASE_URL: using the offline demo model")
+        return OfflineModel()
+    return OpenAIChatModel(settings)

@@ -1,0 +1,265 @@
+"""`SQLAlchemyPersister`: Burr's state persister on any SQLAlchemy database (SQLite, PostgreSQL).
+
+Each save is one transaction that writes the snapshot (only what changed, see core/statecodec.py),
+moves the branch's pointers and updates the conversation catalog. A step saved twice raises
+`SnapshotConflictError` instead of overwriting, which is how two writers on one conversation
+(two tabs, two servers) find out about each other.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from burr.core import State
+from burr.core.persistence import BaseStatePersister, PersistedStateData
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from core.migrations import LATEST, applied_versions, apply_migrations
+from core.schema import App, Conversation
+from core.snapshot_rows import find_app, find_snapshot, insert_app, insert_snapshot, latest_app_id, read_state
+from core.statecodec import Manifest, encode
+
+TITLE_CHARS = 80
+NO_PARTITION = ""  # Burr allows partition_key=None; it is stored as the empty string
+
+
+class StorageError(RuntimeError):
+    """The database could not be read or written; the message says what to check."""
+
+
+class SnapshotConflictError(StorageError):
+    """Another writer already saved this step of this branch."""
+
+
+def storage_key(partition_key: str | None) -> str:
+    return NO_PARTITION if partition_key is None else partition_key
+
+
+def create_burrow_engine(url: str, **engine_kwargs: Any) -> Engine:
+    """An engine with Burrow's connection settings (SQLite: WAL, busy timeout, immediate writes)."""
+    if url.startswith("sqlite"):
+        engine_kwargs.setdefault("connect_args", {}).setdefault("timeout", 15)
+    else:
+        engine_kwargs.setdefault("pool_pre_ping", True)
+    engine = create_engine(url, **engine_kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=15000", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front, so two writers queue instead of failing with "database is locked".
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+
+
+def describe_error(exc: SQLAlchemyError, url: str) -> str:
+    """A one-line, user-facing explanation that never includes the password."""
+    where = url.split("@")[-1] if "@" in url else url
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)) else type(exc).__name__
+    return f"The database at {where} is not available: {reason}"
+
+
+class SQLAlchemyPersister(BaseStatePersister):
+    """Saves every Burr step; loads any step in O(size of that state)."""
+
+    def __init__(self, engine: Engine, cache_size: int = 256):
+        self.engine = engine
+        self._lock = threading.Lock()
+        # (partition, app_id) -> (sequence_id, serialized state, manifest) of the branch's last save
+        self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest]] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> "SQLAlchemyPersister":
+        return cls(create_burrow_engine(url, **engine_kwargs))
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ---- schema --------------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Creates or upgrades the schema; safe on every start and from several processes at once."""
+        self._guard(lambda: apply_migrations(self.engine))
+
+    def is_initialized(self) -> bool:
+        def check() -> bool:
+            with self.engine.connect() as conn:
+                return LATEST in applied_versions(conn)
+
+        return self._guard(check)
+
+    # ---- Burr's loader contract ---------------------------------------------------------------
+    def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+        """Branches of a conversation, most recently written first."""
+        query = select(App.app_id).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc())
+        return self._guard(lambda: self._read(lambda conn: list(conn.execute(query).scalars())))
+
+    def load(
+        self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None, **kwargs: Any
+    ) -> PersistedStateData | None:
+        """The snapshot at `sequence_id` (default: latest) of `app_id` (default: most recent branch)."""
+        found = self._guard(lambda: self._read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id)))
+        if found is None:
+            return None
+        row, state = found
+        return PersistedStateData(
+            partition_key=partition_key, app_id=row.app_id, sequence_id=row.sequence_id, position=row.position,
+            state=State.deserialize(state), created_at=row.created_at.isoformat(), status=row.status)
+
+    def load_serialized(self, partition_key: str | None, app_id: str, sequence_id: int | None = None) -> dict | None:
+        """The stored (serialized) state of one snapshot, for viewers that show raw JSON."""
+        found = self._guard(lambda: self._read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id)))
+        return None if found is None else found[1]
+
+    def _load(self, conn: Connection, key: str, app_id: str | None, sequence_id: int | None) -> tuple | None:
+        app_id = app_id or latest_app_id(conn, key)
+        app = find_app(conn, key, app_id) if app_id else None
+        snapshot = find_snapshot(conn, app.id, sequence_id) if app else None
+        if snapshot is None:
+            return None
+        state = read_state(conn, app.id, Manifest.from_json(snapshot.manifest))
+        return _Loaded(app_id, snapshot.sequence_id, snapshot.position, snapshot.status, snapshot.created_at), state
+
+    # ---- Burr's saver contract ----------------------------------------------------------------
+    def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Literal["completed", "failed"],
+        **kwargs: Any,
+    ) -> None:
+        """Persists one step. `forked_from=(app_id, sequence_id)` records where a new branch came from."""
+        key = storage_key(partition_key)
+        serialized = state.serialize()
+        try:
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                manifest = self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from"))
+        except IntegrityError as exc:
+            self.forget(key, app_id)
+            raise SnapshotConflictError(_conflict_message(app_id, sequence_id)) from exc
+        except SQLAlchemyError as exc:
+            self.forget(key, app_id)
+            raise StorageError(describe_error(exc, self.url)) from exc
+        self._remember(key, app_id, sequence_id, serialized, manifest)
+
+    def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,
+               serialized: dict, status: str, forked_from: tuple | None) -> Manifest:
+        now = datetime.now(timezone.utc)
+        app = find_app(conn, key, app_id, lock=True)
+        if app is None:
+            app_ref, last_seq = insert_app(conn, key, app_id, now, forked_from), -1
+        else:
+            app_ref, last_seq = app.id, app.last_sequence_id
+        if sequence_id <= last_seq:
+            raise SnapshotConflictError(_conflict_message(app_id, sequence_id))
+        previous, prev_manifest = self._previous(conn, key, app_id, app_ref, last_seq)
+        enc = encode(serialized, sequence_id, previous, prev_manifest)
+        snapshot_id = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
+        _upsert_conversation(conn, key, app_id, snapshot_id, now, serialized, enc.stored_bytes)
+        return enc.manifest
+
+    def _previous(self, conn: Connection, key: str, app_id: str, app_ref: int, last_seq: int) -> tuple:
+        """The branch's last saved state, from memory when this process wrote it, else from the database."""
+        with self._lock:
+            cached = self._last.get((key, app_id))
+        if cached is not None and cached[0] == last_seq:
+            return cached[1], cached[2]
+        snapshot = find_snapshot(conn, app_ref, None) if last_seq >= 0 else None
+        if snapshot is None:
+            return None, None
+        manifest = Manifest.from_json(snapshot.manifest)
+        return read_state(conn, app_ref, manifest), manifest
+
+    def _remember(self, key: str, app_id: str, sequence_id: int, serialized: dict, manifest: Manifest) -> None:
+        with self._lock:
+            self._last[(key, app_id)] = (sequence_id, serialized, manifest)
+            self._last.move_to_end((key, app_id))
+            while len(self._last) > self._cache_size:
+                self._last.popitem(last=False)
+
+    def forget(self, partition_key: str | None, app_id: str | None = None) -> None:
+        """Drops cached state (after a conflict or a delete) so the next save re-reads the database."""
+        key = storage_key(partition_key)
+        with self._lock:
+            for cached in [k for k in self._last if k[0] == key and app_id in (None, k[1])]:
+                del self._last[cached]
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    def _read(self, work):  # noqa: ANN001, ANN202 - small internal helper
+        with self.engine.connect() as conn, conn.begin():
+            return work(conn)
+
+    def _guard(self, work):  # noqa: ANN001, ANN202
+        """Runs database work, turning driver errors into a StorageError with a readable message."""
+        try:
+            return work()
+        except SnapshotConflictError:
+            raise
+        except (OperationalError, SQLAlchemyError) as exc:
+            raise StorageError(describe_error(exc, self.url)) from exc
+
+    def schema_tables(self) -> list[str]:
+        return self._guard(lambda: inspect(self.engine).get_table_names())
+
+
+class _Loaded:
+    __slots__ = ("app_id", "sequence_id", "position", "status", "created_at")
+
+    def __init__(self, app_id: str, sequence_id: int, position: str, status: str, created_at: datetime):
+        self.app_id, self.sequence_id, self.position, self.status = app_id, sequence_id, position, status
+        self.created_at = created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc)
+
+
+def _conflict_message(app_id: str, sequence_id: int) -> str:
+    return (f"Step {sequence_id} of branch {app_id} was already saved by another writer "
+            "(another tab or server). Reload the conversation to continue from its latest state.")
+
+
+def _catalog_facts(serialized: dict) -> tuple[int, str | None]:
+    """Message count and default title (start of the first user message) from a serialized state."""
+    history = serialized.get("chat_history") or []
+    first = next((m.get("content", "") for m in history if isinstance(m, dict) and m.get("role") == "user"), None)
+    title = " ".join(str(first).split())[:TITLE_CHARS] if first else None
+    return len(history), title or None
+
+
+def _upsert_conversation(conn: Connection, key: str, app_id: str, snapshot_id: int, now: datetime,
+                         serialized: dict, stored: int) -> None:
+    count, title = _catalog_facts(serialized)
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Conversation)
+    table = Conversation.__table__
+    stmt = insert.values(partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
+                         activity=snapshot_id, message_count=count, latest_app_id=app_id, stored_bytes=stored)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[table.c.partition_key],
+        set_=dict(
+            updated_at=now, activity=snapshot_id, message_count=count, latest_app_id=app_id,
+            stored_bytes=table.c.stored_bytes + stored,
+            # A renamed conversation keeps its name; an untitled one takes the first message.
+            title=_keep_custom_title(table, stmt.excluded.title),
+        ),
+    ))
+
+
+def _keep_custom_title(table, new_title):  # noqa: ANN001, ANN202 - SQL expression helper
+    from sqlalchemy import case, func
+
+    return case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new_title))

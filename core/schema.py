@@ -1,0 +1,110 @@
+"""Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
+
+How a snapshot is stored (schema version 2, see core/migrations.py for how older files upgrade):
+- `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
+- `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
+  where each state key lives: small values inline, big values as a pointer to a `burrow_values`
+  row (written only when the value changed), lists as (generation, length) over `burrow_list_items`
+  (an appended list only adds its new items). Loading any snapshot reads just that state's rows.
+- `burrow_conversations`: the catalog the sidebar lists, so listing never touches snapshots.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 2
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Migration(Base):
+    """Which numbered migrations have been applied to this database."""
+
+    __tablename__ = "burrow_migrations"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Conversation(Base):
+    """Catalog row per partition key; `activity` is the id of its newest snapshot (exact ordering)."""
+
+    __tablename__ = "burrow_conversations"
+    partition_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    title_custom: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    activity: Mapped[int] = mapped_column(BigInteger)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    latest_app_id: Mapped[str] = mapped_column(String(255))
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_burrow_conversations_activity", "activity"),)
+
+
+class App(Base):
+    """One branch of a conversation: the original run or a fork."""
+
+    __tablename__ = "burrow_apps"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    partition_key: Mapped[str] = mapped_column(String(255))
+    app_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_sequence_id: Mapped[int] = mapped_column(Integer)
+    activity: Mapped[int] = mapped_column(BigInteger)
+    forked_from_app_id: Mapped[str | None] = mapped_column(String(255))
+    forked_from_sequence_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("partition_key", "app_id", name="uq_burrow_apps_key"),
+        Index("ix_burrow_apps_partition_activity", "partition_key", "activity"),
+    )
+
+
+class Snapshot(Base):
+    """One persisted Burr step. `manifest` is JSON; `id` gives a total order across all writers."""
+
+    __tablename__ = "burrow_snapshots"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    app_ref: Mapped[int] = mapped_column(ForeignKey("burrow_apps.id", ondelete="CASCADE"))
+    sequence_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    manifest: Mapped[str] = mapped_column(Text)
+    stored_bytes: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("app_ref", "sequence_id", name="uq_burrow_snapshots_step"),)
+
+
+class StateValue(Base):
+    """A big non-list state value, stored once per change (data: b'j' + JSON or b'z' + zlib(JSON))."""
+
+    __tablename__ = "burrow_values"
+    app_ref: Mapped[int] = mapped_column(ForeignKey("burrow_apps.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sequence_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ListItem(Base):
+    """One item of a list in state; a list rewritten (not just appended to) starts a new generation."""
+
+    __tablename__ = "burrow_list_items"
+    app_ref: Mapped[int] = mapped_column(ForeignKey("burrow_apps.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+TABLES = [m.__table__ for m in (Migration, Conversation, App, Snapshot, StateValue, ListItem)]

@@ -1,0 +1,166 @@
+"""Burrow's settings: one typed object, built from the environment (and, in the UI, secrets.toml).
+
+Every knob is read here and nowhere else, so the README's table and this module are the whole story.
+Values come from, in order of precedence: environment variables, then `.streamlit/secrets.toml`
+(passed in as a mapping by the UI), then the defaults below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_dir
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_SYSTEM_PROMPT = "You are Burrow, a helpful, concise assistant. Answer in Markdown."
+TRACKING_OFF = {"", "off", "none", "false", "0", "disabled"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value Burrow cannot use; the message names the variable."""
+
+
+def default_database_url() -> str:
+    """A SQLite file in the per-user data directory, e.g. ~/.local/share/burrow/burrow.db on Linux."""
+    return f"sqlite:///{Path(user_data_dir('burrow', appauthor=False)) / 'burrow.db'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything Burrow can be configured with. Build it with `Settings.load()`."""
+
+    database_url: str = dataclasses.field(default_factory=default_database_url)
+    openai_api_key: str | None = dataclasses.field(default=None, repr=False)
+    openai_base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    request_timeout: float = 60.0
+    max_retries: int = 2
+    tracker_project: str | None = "burrow"
+    tracker_dir: str | None = None
+    blocked_words: tuple[str, ...] = ("unsafe",)
+    use_moderation: bool = False
+    max_message_chars: int = 20_000
+
+    @property
+    def offline(self) -> bool:
+        """No key and no base URL: answer with the built-in offline model."""
+        return not self.openai_api_key and not self.openai_base_url
+
+    @property
+    def tracking_enabled(self) -> bool:
+        return self.tracker_project is not None
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None
+    ) -> "Settings":
+        """Reads the environment (default: os.environ) over `secrets`; raises SettingsError on bad values."""
+        env = os.environ if environ is None else environ
+        merged: dict[str, str] = {k: str(v) for k, v in (secrets or {}).items() if not isinstance(v, Mapping)}
+        merged.update({k: v for k, v in env.items() if k in _FIELDS})
+        return cls(**{_FIELDS[k][0]: _FIELDS[k][1](k, v) for k, v in merged.items() if k in _FIELDS})
+
+
+def read_secrets_file(path: Path) -> dict[str, Any]:
+    """Parses a secrets.toml; a missing file is an empty mapping, a broken one a SettingsError."""
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+
+
+# ---- parsers: each gets the variable's name so its error can say which one is wrong ----------
+def _text(name: str, value: str) -> str:
+    if not value.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return value.strip()
+
+
+def _optional(name: str, value: str) -> str | None:
+    return value.strip() or None
+
+
+def _positive_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not 0 < number <= 3600:
+        raise SettingsError(f"{name} must be between 0 and 3600 seconds, got {value!r}")
+    return number
+
+
+def _int_in(low: int, high: int):
+    def parse(name: str, value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _database_url(name: str, value: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(value.strip())
+    except ArgumentError:
+        raise SettingsError(f"{name} is not a SQLAlchemy URL (e.g. sqlite:///burrow.db), got {value!r}") from None
+    return value.strip()
+
+
+def _base_url(name: str, value: str) -> str | None:
+    value = value.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must start with http:// or https://, got {value!r}")
+    return value or None
+
+
+def _tracker_project(name: str, value: str) -> str | None:
+    value = value.strip()
+    if value.lower() in TRACKING_OFF:
+        return None
+    if "/" in value or "\\" in value:
+        raise SettingsError(f"{name} must be a plain name (no slashes), got {value!r}")
+    return value
+
+
+def _words(name: str, value: str) -> tuple[str, ...]:
+    return tuple(word.strip().lower() for word in value.split(",") if word.strip())
+
+
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "BURROW_DATABASE_URL": ("database_url", _database_url),
+    "OPENAI_API_KEY": ("openai_api_key", _optional),
+    "OPENAI_BASE_URL": ("openai_base_url", _base_url),
+    "BURROW_MODEL": ("model", _text),
+    "BURROW_SYSTEM_PROMPT": ("system_prompt", _text),
+    "BURROW_REQUEST_TIMEOUT": ("request_timeout", _positive_float),
+    "BURROW_MAX_RETRIES": ("max_retries", _int_in(0, 10)),
+    "BURROW_TRACKER_PROJECT": ("tracker_project", _tracker_project),
+    "BURROW_TRACKER_DIR": ("tracker_dir", _optional),
+    "BURROW_BLOCKED_WORDS": ("blocked_words", _words),
+    "BURROW_USE_MODERATION": ("use_moderation", _bool),
+    "BURROW_MAX_MESSAGE_CHARS": ("max_message_chars", _int_in(1, 1_000_000)),
+}
