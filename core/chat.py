@@ -7,6 +7,7 @@ the turn is replayed on top of the latest state so no message is lost.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 import threading
@@ -97,8 +98,9 @@ class Turn:
             self.outcome, self.error = "failed", exc
             return
         finished = False
+        stream = iter(container)  # held here so an early exit does not close (and fail) Burr's stream
         try:
-            for result in container:
+            for result in stream:
                 self.reply += result["delta"]
                 yield result["delta"]
             finished = True
@@ -107,9 +109,7 @@ class Turn:
             return
         finally:
             if not finished and self.outcome is None:
-                self.cancel.set()  # the consumer went away (Stop, page rerun): keep what arrived
-                for _ in container:
-                    pass
+                self._finish_stopped(stream)
         result, _state = container.get()
         self.reply = result.get("response", self.reply) if result else self.reply
         if action.name == "unsafe_response":
@@ -117,6 +117,25 @@ class Turn:
             yield self.reply
         else:
             self.outcome = "stopped" if self.cancel.is_set() else "answered"
+
+    def _finish_stopped(self, stream: Iterator[dict]) -> None:
+        """The consumer went away (Stop, page rerun): end the model call and keep what arrived."""
+        self.cancel.set()
+        self.outcome = "stopped"
+
+        def drain() -> None:
+            try:
+                for result in stream:
+                    self.reply += result["delta"]
+            except (LLMError, StorageError) as exc:
+                self.outcome, self.error = "failed", exc
+
+        # Burr records a step as failed when sys.exc_info() is set as its stream ends; here the
+        # GeneratorExit being handled would leak into it, so the stream is finished on a clean thread.
+        # (Burr keeps per-run bookkeeping in context variables, so the thread gets a copy of ours.)
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(drain,), name="burrow-stop")
+        worker.start()
+        worker.join()
 
     def _start(self) -> tuple:
         """Steps to the reply action, replaying once on top of the latest state after a conflict."""
