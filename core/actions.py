@@ -42,8 +42,18 @@ def unsafe_response(state: State) -> tuple[dict, State]:
 
 
 def model_messages(system_prompt: str, chat_history: list[dict[str, Any]]) -> list[Message]:
-    """The OpenAI message list: system prompt first, then role/content only (our extra keys stay home)."""
-    history = [{"role": m["role"], "content": m["content"]} for m in chat_history if m.get("status") != REFUSED]
+    """The OpenAI message list: system prompt first, then role/content only (our extra keys stay home).
+
+    A refused exchange is left out whole: the policy ruled that prompt must not reach the model,
+    so it is not sent later as history either.
+    """
+    history: list[Message] = []
+    for message in chat_history:
+        if message.get("status") == REFUSED:
+            if history and history[-1]["role"] == "user":
+                history.pop()
+            continue
+        history.append({"role": message["role"], "content": message["content"]})
     return [{"role": "system", "content": system_prompt}, *history]
 
 
