@@ -99,8 +99,10 @@ class OpenAIChatModel:
         self.label = f"{settings.model} via {host}"
 
     def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+        started = False  # once the reply has begun, a lost connection means a cut-off reply
         try:
             response = self.client.chat.completions.create(model=self.model, messages=list(messages), stream=True)
+            started = True
             with response:
                 for chunk in response:
                     if cancel is not None and cancel.is_set():
@@ -108,10 +110,12 @@ class OpenAIChatModel:
                     if chunk.choices and chunk.choices[0].delta.content:
                         yield chunk.choices[0].delta.content
         except openai.OpenAIError as exc:
-            raise translate_error(exc) from exc
-        except Exception as exc:  # httpx errors while reading a broken stream are not OpenAIErrors
+            # Recent SDKs wrap a stream dropped mid-reply as APIConnectionError ("could not reach").
+            broken = started and isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+            raise (_stream_broken() if broken else translate_error(exc)) from exc
+        except Exception as exc:  # older SDKs let httpx errors of a broken stream through unwrapped
             if exc.__class__.__module__.startswith(("httpx", "httpcore")):
-                raise LLMError("stream_broken", "The model's reply was cut off mid-stream. Retry to ask again.") from exc
+                raise _stream_broken() from exc
             raise
 
     def moderate(self, text: str) -> bool:
@@ -119,6 +123,10 @@ class OpenAIChatModel:
             return bool(self.client.moderations.create(input=text).results[0].flagged)
         except openai.OpenAIError as exc:
             raise translate_error(exc) from exc
+
+
+def _stream_broken() -> LLMError:
+    return LLMError("stream_broken", "The model's reply was cut off mid-stream. Retry to ask again.")
 
 
 def translate_error(exc: openai.OpenAIError) -> LLMError:
