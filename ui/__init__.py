@@ -1,0 +1,1 @@
+"""Burrow's Streamlit pages. Thin: they read settings, call `core` and render."""

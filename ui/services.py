@@ -1,0 +1,71 @@
+"""The process-wide `ChatService`, built once from settings, and the pages shown when that fails.
+
+`st.cache_resource` keeps only successful results: a failed start (bad setting, database down)
+is retried on the next rerun, so the app recovers without a restart once the cause is fixed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn
+
+import streamlit as st
+from streamlit import config
+from streamlit.errors import StreamlitSecretNotFoundError
+
+from core.chat import ChatService
+from core.persistence import StorageError
+from core.settings import Settings, SettingsError, read_secrets_file
+
+
+def secrets_mapping() -> dict[str, Any]:
+    """`.streamlit/secrets.toml` as a dict; none at all is fine, a broken one is a SettingsError."""
+    try:
+        return st.secrets.to_dict()
+    except StreamlitSecretNotFoundError:
+        for path in config.get_option("secrets.files"):
+            read_secrets_file(Path(path))  # raises, naming the file, when it exists but is not valid TOML
+        return {}
+
+
+@st.cache_resource(show_spinner="Connecting to the database…")
+def _service(settings: Settings) -> ChatService:
+    return ChatService.from_settings(settings)
+
+
+def get_service() -> ChatService:
+    """The shared service; on a settings or database problem, renders a help page and stops the run."""
+    try:
+        return _service(Settings.load(secrets=secrets_mapping()))
+    except SettingsError as exc:
+        startup_error("Burrow's settings are not valid", str(exc), SETTINGS_HELP)
+    except StorageError as exc:
+        startup_error("The database is not available", str(exc), STORAGE_HELP)
+
+
+SETTINGS_HELP = """
+**What to check**
+- The variable named above, in your environment or in `.streamlit/secrets.toml`
+  (see `.streamlit/secrets.toml.example` for every setting and its format).
+- Fix it, then press **Try again**; Streamlit re-reads `secrets.toml` on its own, environment variables need a restart.
+"""
+
+STORAGE_HELP = """
+**What to check**
+- `BURROW_DATABASE_URL`: for PostgreSQL, that the server is running and reachable and the user, password and
+  database name are right; for SQLite, that the file's folder exists and is writable.
+- Nothing typed is lost: conversations are in the database, and Burrow reconnects as soon as it is back.
+  Press **Try again** once it is.
+"""
+
+
+def startup_error(title: str, detail: str, help_text: str) -> NoReturn:
+    """A readable error page (never a traceback) with a retry button, then stops the script run."""
+    st.error(f"**{title}.** {detail}", icon=":material/error:")
+    st.markdown(help_text)
+    st.button("Try again", type="primary", icon=":material/refresh:")
+    st.stop()
+
+
+def storage_error(exc: StorageError) -> NoReturn:
+    """For a database error in the middle of a page: same help, the page reloads on Try again."""
+    startup_error("The database is not available", str(exc), STORAGE_HELP)

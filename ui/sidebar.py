@@ -1,0 +1,110 @@
+"""The conversation sidebar shared by every page: new chat, search, the list, rename and delete."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.chat import ChatService
+from core.conversations import ConversationSummary
+from ui import nav
+from ui.format import clip, escape_markdown, relative_time
+
+PAGE_SIZE = 20
+_SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
+_DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
+
+
+def render(service: ChatService, current_key: str | None) -> None:
+    """Draws the sidebar; clicks change the URL's selection (callbacks), so the page stays put."""
+    with st.sidebar:
+        if st.button("New chat", type="primary", icon=":material/add:", width="stretch"):
+            nav.open_new_chat(service)
+        search = st.text_input("Search conversations", key="sidebar_search", placeholder="Title contains…",
+                               on_change=_reset_paging)
+        shown = st.session_state.get(_SHOWN, PAGE_SIZE)
+        items = service.conversations.list(search=search, limit=shown + 1)
+        _caption(items, search)
+        for item in items[:shown]:
+            _row(item, item.partition_key == current_key)
+        if len(items) > shown:
+            st.button("Show more", icon=":material/expand_more:", on_click=_show_more, width="stretch")
+    _open_dialog(service)
+
+
+def _caption(items: list[ConversationSummary], search: str) -> None:
+    if not items:
+        st.caption("No conversation matches this search." if search.strip()
+                   else "No saved conversations yet. Send a message to start one.")
+    elif search.strip():
+        st.caption("Conversations whose title matches")
+    else:
+        st.caption("Recent conversations")
+
+
+def _row(item: ConversationSummary, is_current: bool) -> None:
+    """One conversation: a button to open it, and a menu to rename or delete it."""
+    left, right = st.columns([0.84, 0.16], gap="small", vertical_alignment="center")
+    label = f"{escape_markdown(clip(item.title, 34))}  \n:gray[:small[{relative_time(item.updated_at)}]]"
+    left.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
+                width="stretch", on_click=nav.select, args=(item.partition_key,),
+                help=f"{clip(item.title, 200)} · {item.message_count} messages")
+    with right.popover("", icon=":material/more_vert:", help="Rename or delete"):
+        st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
+                  on_click=_ask, args=("rename", item.partition_key, item.title))
+        st.button("Delete", key=f"delete_{item.partition_key}", icon=":material/delete:",
+                  on_click=_ask, args=("delete", item.partition_key, item.title))
+
+
+def _reset_paging() -> None:
+    st.session_state[_SHOWN] = PAGE_SIZE
+
+
+def _show_more() -> None:
+    st.session_state[_SHOWN] = st.session_state.get(_SHOWN, PAGE_SIZE) + PAGE_SIZE
+
+
+def _ask(kind: str, partition_key: str, title: str) -> None:
+    st.session_state[_DIALOG] = (kind, partition_key, title)
+
+
+def _close() -> None:
+    st.session_state.pop(_DIALOG, None)
+
+
+def _open_dialog(service: ChatService) -> None:
+    """Dialogs open from a session flag (set in a callback), so every rerun redraws them until closed."""
+    pending = st.session_state.get(_DIALOG)
+    if pending is None:
+        return
+    kind, partition_key, title = pending
+    (_rename_dialog if kind == "rename" else _delete_dialog)(service, partition_key, title)
+
+
+@st.dialog("Rename conversation", on_dismiss=_close)
+def _rename_dialog(service: ChatService, partition_key: str, title: str) -> None:
+    new_title = st.text_input("New name", value=title, max_chars=200, key=f"rename_input_{partition_key}")
+    st.caption("Leave it empty to name the conversation after its first message again.")
+    save, cancel = st.columns(2)
+    if save.button("Save", key="rename_save", type="primary", width="stretch"):
+        service.conversations.rename(partition_key, new_title)
+        _close()
+        st.rerun()
+    if cancel.button("Cancel", width="stretch"):
+        _close()
+        st.rerun()
+
+
+@st.dialog("Delete conversation?", on_dismiss=_close)
+def _delete_dialog(service: ChatService, partition_key: str, title: str) -> None:
+    st.markdown(f"**{escape_markdown(clip(title, 80))}** and all its branches and history will be deleted. "
+                "This cannot be undone.")
+    confirm, cancel = st.columns(2)
+    if confirm.button("Delete", key="delete_confirm", type="primary", icon=":material/delete:", width="stretch"):
+        service.conversations.delete(partition_key)
+        _close()
+        nav.forget(partition_key)
+        if st.query_params.get("c") == partition_key:
+            nav.open_new_chat(service)
+        st.rerun()
+    if cancel.button("Cancel", width="stretch"):
+        _close()
+        st.rerun()
