@@ -1,0 +1,83 @@
+"""The conversation sidebar: new chat, switching, rename, delete (with confirmation), search, paging."""
+from __future__ import annotations
+
+from apptest_helpers import button, messages, ok, sidebar_titles
+
+
+def _open_button(at, key):  # noqa: ANN001, ANN202
+    return at.sidebar.button(key=f"open_{key}")
+
+
+def test_new_chat_starts_an_empty_conversation_and_keeps_the_old_one(app):
+    ok(app.run())
+    ok(app.chat_input[0].set_value("first chat").run())
+    first = app.query_params["c"]
+    ok(button(app, "New chat").click().run())
+    assert app.query_params["c"] != first
+    assert messages(app) == []
+    assert sidebar_titles(app) == ["first chat"]
+
+
+def test_list_is_newest_first_and_clicking_switches(app, seed):
+    older, newer = seed("older talk"), seed("newer talk")
+    ok(app.run())
+    assert sidebar_titles(app) == ["newer talk", "older talk"]
+    ok(_open_button(app, older).click().run())
+    assert app.query_params["c"] == older
+    assert messages(app) == [("user", "older talk")]
+    assert _open_button(app, older).proto.type == "secondary"  # the current one stands out
+    assert _open_button(app, newer).proto.type == "tertiary"
+
+
+def test_rename_changes_the_title_everywhere(app, seed, service):
+    key = seed("draft title")
+    ok(app.run())
+    ok(app.sidebar.button(key=f"rename_{key}").click().run())
+    ok(app.text_input(key=f"rename_input_{key}").set_value("Trip to Lisbon").run())
+    ok(app.button(key="rename_save").click().run())
+    assert sidebar_titles(app) == ["Trip to Lisbon"]
+    assert service.conversations.get(key).title == "Trip to Lisbon"
+
+
+def test_delete_asks_first_and_cancel_keeps_it(app, seed, service):
+    key = seed("keep me")
+    ok(app.run())
+    ok(app.sidebar.button(key=f"delete_{key}").click().run())
+    assert any("cannot be undone" in m.value for m in app.markdown)
+    ok(button(app, "Cancel").click().run())
+    assert service.conversations.get(key) is not None
+    assert not any("cannot be undone" in m.value for m in app.markdown)
+
+
+def test_deleting_the_open_conversation_removes_it_and_starts_a_new_chat(make_app, seed, service):
+    key, other = seed("delete me"), seed("other")
+    at = ok(make_app(c=key).run())
+    ok(at.sidebar.button(key=f"delete_{key}").click().run())
+    ok(at.button(key="delete_confirm").click().run())
+    assert service.conversations.get(key) is None
+    assert service.persister.load(key, None) is None
+    assert sidebar_titles(at) == ["other"]
+    assert at.query_params["c"] not in (key, other)
+    assert messages(at) == []
+
+
+def test_search_filters_by_title(app, seed):
+    seed("apple pie recipe")
+    seed("banana bread")
+    ok(app.run())
+    ok(app.text_input(key="sidebar_search").set_value("BANANA").run())
+    assert sidebar_titles(app) == ["banana bread"]
+    ok(app.text_input(key="sidebar_search").set_value("cherry").run())
+    assert sidebar_titles(app) == []
+    assert any("No conversation matches" in c.value for c in app.sidebar.caption)
+
+
+def test_show_more_pages_through_the_list(app, seed):
+    for number in range(23):
+        seed(f"chat {number:02d}")
+    ok(app.run())
+    titles = sidebar_titles(app)
+    assert len(titles) == 20 and titles[0] == "chat 22"
+    ok(button(app, "Show more").click().run())
+    assert sidebar_titles(app) == [f"chat {n:02d}" for n in range(22, -1, -1)]
+    assert not [b for b in app.button if b.label == "Show more"]

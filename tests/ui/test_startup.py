@@ -1,0 +1,54 @@
+"""Start-up problems (database down, bad settings) show a help page, and the app recovers without a restart."""
+from __future__ import annotations
+
+from apptest_helpers import button, messages, ok
+
+from ui.format import clip, escape_markdown, relative_time
+
+
+def test_an_unreachable_database_explains_what_to_check_and_recovers(make_app, monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database folder should be")
+    monkeypatch.setenv("BURROW_DATABASE_URL", f"sqlite:///{blocker}/data/burrow.db")
+    at = ok(make_app().run())
+    assert "database is not available" in at.error[0].value
+    assert any("BURROW_DATABASE_URL" in m.value for m in at.markdown)
+    assert not at.chat_input
+    blocker.unlink()  # the cause is fixed while the server keeps running
+    ok(button(at, "Try again").click().run())
+    assert not at.error
+    ok(at.chat_input[0].set_value("back online").run())
+    assert messages(at)[-1] == ("assistant", "Echo: back online")
+
+
+def test_a_postgres_server_that_is_down_is_reported_without_the_password(make_app, monkeypatch):
+    monkeypatch.setenv("BURROW_DATABASE_URL", "postgresql+psycopg://burrow:s3cret@127.0.0.1:9/burrow")
+    at = ok(make_app().run())
+    assert "database is not available" in at.error[0].value
+    page_text = " ".join(e.value for e in at.error) + " ".join(m.value for m in at.markdown)
+    assert "s3cret" not in page_text
+
+
+def test_an_invalid_setting_names_the_variable(make_app, monkeypatch):
+    monkeypatch.setenv("BURROW_REQUEST_TIMEOUT", "soon")
+    at = ok(make_app().run())
+    assert "settings are not valid" in at.error[0].value
+    assert "BURROW_REQUEST_TIMEOUT" in at.error[0].value
+
+
+def test_relative_times_read_naturally():
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+    assert relative_time(now - timedelta(seconds=20), now) == "just now"
+    assert relative_time(now - timedelta(minutes=5), now) == "5 min ago"
+    assert relative_time(now - timedelta(hours=3), now) == "3 h ago"
+    assert relative_time(now - timedelta(days=1, hours=2), now) == "yesterday"
+    assert relative_time(now - timedelta(days=4), now) == "4 days ago"
+    assert relative_time(datetime(2026, 1, 2, tzinfo=timezone.utc), now) == "2 Jan"
+    assert relative_time(datetime(2024, 1, 2, tzinfo=timezone.utc), now) == "2 Jan 2024"
+
+
+def test_user_titles_cannot_inject_markdown():
+    assert escape_markdown("[click](http://x) :red[boo]") == r"\[click\]\(http\://x\) \:red\[boo\]"
+    assert clip("a  very\nlong title", 10) == "a very lo…"
