@@ -7,6 +7,7 @@ lives only inside the SDK client: it is never put into Burr state, the tracker o
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -139,7 +140,8 @@ def translate_error(exc: openai.OpenAIError) -> LLMError:
         return LLMError("auth", "The model server rejected the API key. Check OPENAI_API_KEY.")
     if isinstance(exc, openai.RateLimitError):
         retry_after = _retry_after(exc)
-        wait = f" Wait about {retry_after:.0f} s and retry." if retry_after else " Wait a moment and retry."
+        # The header may ask for milliseconds; never tell a person to wait "about 0 s".
+        wait = f" Wait about {max(1, math.ceil(retry_after))} s and retry." if retry_after else " Wait a moment and retry."
         return LLMError("rate_limit", "The model server is rate-limiting requests (429)." + wait, retry_after)
     if isinstance(exc, openai.NotFoundError):
         return LLMError("not_found", "The model server does not know this model. Check BURROW_MODEL.")
