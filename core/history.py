@@ -15,7 +15,7 @@ from burr.core import State
 from core.app import ENTRYPOINT, build_graph
 
 INTERNAL_PREFIX = "__"  # Burr's own bookkeeping keys (__SEQUENCE_ID, __PRIOR_STEP)
-CURRENT_FILL = "#2e7d5b"
+CURRENT_FILL = "#8fd3ae"
 NEXT_FILL = "#f3c969"
 
 
@@ -87,6 +87,6 @@ def highlighted_graph(current: str | None, upcoming: str | None) -> graphviz.Dig
     if upcoming and upcoming != current:
         dot.node(upcoming, fillcolor=NEXT_FILL, penwidth="2", xlabel="next")
     if current:
-        dot.node(current, fillcolor=CURRENT_FILL, fontcolor="white", penwidth="2",
+        dot.node(current, fillcolor=CURRENT_FILL, penwidth="3",
                  xlabel="this step" if upcoming != current else "failed here, retried next")
     return dot

@@ -1,6 +1,8 @@
 """The conversation sidebar shared by every page: new chat, search, the list, rename and delete."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.chat import ChatService
@@ -8,6 +10,7 @@ from core.conversations import ConversationSummary
 from ui import nav
 from ui.format import clip, escape_markdown, relative_time
 
+STYLE = Path(__file__).with_name("style.css")
 PAGE_SIZE = 20
 _SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
 _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
@@ -15,6 +18,7 @@ _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while 
 
 def render(service: ChatService, current_key: str | None) -> None:
     """Draws the sidebar; clicks change the URL's selection (callbacks), so the page stays put."""
+    st.html(STYLE)
     with st.sidebar:
         if st.button("New chat", type="primary", icon=":material/add:", width="stretch"):
             nav.open_new_chat(service)
@@ -42,16 +46,17 @@ def _caption(items: list[ConversationSummary], search: str) -> None:
 
 def _row(item: ConversationSummary, is_current: bool) -> None:
     """One conversation: a button to open it, and a menu to rename or delete it."""
-    left, right = st.columns([0.84, 0.16], gap="small", vertical_alignment="center")
-    label = f"{escape_markdown(clip(item.title, 34))}  \n:gray[:small[{relative_time(item.updated_at)}]]"
-    left.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
-                width="stretch", on_click=nav.select, args=(item.partition_key,),
-                help=f"{clip(item.title, 200)} · {item.message_count} messages")
-    with right.popover("", icon=":material/more_vert:", help="Rename or delete"):
-        st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
-                  on_click=_ask, args=("rename", item.partition_key, item.title))
-        st.button("Delete", key=f"delete_{item.partition_key}", icon=":material/delete:",
-                  on_click=_ask, args=("delete", item.partition_key, item.title))
+    row = "conv_row_current" if is_current else f"conv_row_{item.partition_key}"
+    with st.container(horizontal=True, key=row, vertical_alignment="center", gap="small"):
+        label = f"{escape_markdown(clip(item.title, 30))}  \n:small[:gray[{relative_time(item.updated_at)}]]"
+        st.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
+                  width="stretch", on_click=nav.select, args=(item.partition_key,),
+                  help=f"{clip(item.title, 200)} · {item.message_count} messages")
+        with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete"):
+            st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
+                      on_click=_ask, args=("rename", item.partition_key, item.title))
+            st.button("Delete", key=f"delete_{item.partition_key}", icon=":material/delete:",
+                      on_click=_ask, args=("delete", item.partition_key, item.title))
 
 
 def _reset_paging() -> None:

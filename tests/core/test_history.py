@@ -1,5 +1,5 @@
 """diff_states / next_action / highlighted_graph: the logic behind the History page."""
-from core.history import appended_items, diff_states, highlighted_graph, next_action
+from core.history import CURRENT_FILL, appended_items, diff_states, highlighted_graph, next_action
 
 USER = {"role": "user", "content": "hi"}
 BOT = {"role": "assistant", "content": "hello"}
@@ -60,5 +60,5 @@ def test_graph_marks_current_and_next_step_and_shows_conditions():
     assert "safe=True" in source and "safe=False" in source
     current = [line for line in source.splitlines() if line.strip().startswith("safety_check [") and "xlabel" in line]
     upcoming = [line for line in source.splitlines() if line.strip().startswith("ai_response [") and "xlabel" in line]
-    assert current and "#2e7d5b" in current[0]
+    assert current and CURRENT_FILL in current[0]
     assert upcoming and "next" in upcoming[0]

@@ -44,7 +44,7 @@ def main() -> None:
 def header(service: ChatService, selection: Selection, view: ConversationView) -> None:
     """Title, the model badge (with how to connect a real model when offline) and the branch."""
     title = selection.summary.title if selection.summary else "New chat"
-    st.subheader(escape_markdown(clip(title, 90)), anchor=False)
+    st.subheader(escape_markdown(clip(title, 60)), anchor=False)
     model = service.model
     st.badge(model.label, icon=":material/memory:", color="orange" if model.offline else "green",
              help="The model that answers in this chat.")

@@ -41,7 +41,6 @@ def main() -> None:
     st.caption(f"**{escape_markdown(clip(summary.title, 100))}** · {summary.message_count} messages · "
                "pick another conversation in the sidebar.")
     app_id = pick_branch(service, key, selection.app_id)
-    st.divider()
     browse(service, key, app_id)
 
 
@@ -71,7 +70,8 @@ def pick_branch(service: ChatService, key: str, wanted: str | None) -> str:
         st.session_state[widget] = chosen  # the URL decides; the box follows it
         st.selectbox("Branch", ids, format_func=labels.__getitem__, key=widget,
                      on_change=lambda: nav.select(key, st.session_state[widget]))
-    st.caption(f"Branch `{chosen}`")
+    else:
+        st.caption(f"Branch `{chosen}` (the only one: fork from any step to start another)")
     _burr_link(service, key, chosen)
     return chosen
 
@@ -79,7 +79,7 @@ def pick_branch(service: ChatService, key: str, wanted: str | None) -> str:
 def _branch_label(branch: BranchSummary, latest: bool) -> str:
     origin = (f"forked from {short_id(branch.forked_from_app_id)} @ step {branch.forked_from_sequence_id}"
               if branch.forked_from_app_id else "original")
-    return f"{short_id(branch.app_id)} · {origin} · {branch.last_sequence_id + 1} steps" + (" · latest" if latest else "")
+    return f"{short_id(branch.app_id)} · {origin} · last step {branch.last_sequence_id}" + (" · latest" if latest else "")
 
 
 def _burr_link(service: ChatService, key: str, app_id: str) -> None:
@@ -92,46 +92,47 @@ def _burr_link(service: ChatService, key: str, app_id: str) -> None:
 
 
 def browse(service: ChatService, key: str, app_id: str) -> None:
-    """The paged snapshot table and the selected snapshot's graph, diff and state."""
-    total = service.conversations.snapshot_count(key, app_id)
-    left, right = st.columns([5, 6], gap="large")
-    with left:
-        rows = _snapshot_table(service, key, app_id, total)
-        if not rows:
-            st.info("This branch has no saved steps.")
-            return
-        seq = _pick_snapshot(key, app_id, rows)
+    """The paged snapshot table, then the selected snapshot's graph, what changed and full state."""
+    rows = _snapshot_table(service, key, app_id)
+    if not rows:
+        st.info("This branch has no saved steps.")
+        return
+    seq = _pick_snapshot(app_id, rows)
     row = next(r for r in rows if r.sequence_id == seq)
     state = service.persister.load_serialized(key, app_id, seq) or {}
-    with right:
+    _actions(service, key, app_id, row)
+    graph, details = st.columns(2, gap="large")
+    with graph:
         _graph(row, state)
-        _actions(service, key, app_id, row)
-    changes, full = st.tabs(["What changed", "Full state"])
-    with changes:
-        previous = service.conversations.previous_sequence_id(key, app_id, seq)
-        before = service.persister.load_serialized(key, app_id, previous) if previous is not None else None
-        render_diff(diff_states(before, state), first=before is None)
-    with full:
-        st.json(state, expanded=2)
+    with details:
+        changes, full = st.tabs(["What changed", "Full state"])
+        with changes:
+            previous = service.conversations.previous_sequence_id(key, app_id, seq)
+            before = service.persister.load_serialized(key, app_id, previous) if previous is not None else None
+            render_diff(diff_states(before, state), first=before is None)
+        with full:
+            st.json(state, expanded=2)
 
 
-def _snapshot_table(service: ChatService, key: str, app_id: str, total: int) -> list[SnapshotSummary]:
+def _snapshot_table(service: ChatService, key: str, app_id: str) -> list[SnapshotSummary]:
+    """One page of the branch's snapshots (metadata only); the page box sits under the table."""
+    total = service.conversations.snapshot_count(key, app_id)
     pages = max(1, math.ceil(total / PAGE_ROWS))
+    st.markdown(f"**{total} snapshots** on this branch" + (f", {PAGE_ROWS} per page" if pages > 1 else ""))
+    table_slot = st.container()
     page = 1
     if pages > 1:
-        page = st.number_input(f"Page (of {pages}, {PAGE_ROWS} steps each)", 1, pages, 1,
-                               key=f"history_page_{app_id}")
+        page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"history_page_{app_id}", width=200)
     rows = service.conversations.snapshots(key, app_id, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
-    st.markdown(f"**{total} snapshots** on this branch")
     frame = pd.DataFrame([{"Step": r.sequence_id, "Action": r.position, "Status": r.status,
-                           "Saved (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M:%S"), "Bytes": r.stored_bytes}
+                           "Saved (UTC)": r.created_at.strftime("%b %d %H:%M:%S"), "Bytes": r.stored_bytes}
                           for r in rows])
     table = f"history_table_{app_id}_{page}"
-    st.dataframe(frame, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(rows)),
-                 key=table, on_select=partial(_table_clicked, table, app_id, [r.sequence_id for r in rows]),
-                 selection_mode="single-row",
-                 column_config={"Step": st.column_config.NumberColumn(width="small"),
-                                "Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot")})
+    with table_slot:
+        st.dataframe(frame, hide_index=True, width="stretch", height=min(320, 38 + 35 * len(rows)),
+                     key=table, on_select=partial(_table_clicked, table, app_id, [r.sequence_id for r in rows]),
+                     selection_mode="single-row",
+                     column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot")})
     return rows
 
 
@@ -142,7 +143,7 @@ def _table_clicked(table: str, app_id: str, sequence_ids: list[int]) -> None:
         st.session_state[f"history_step_{app_id}"] = sequence_ids[picked[0]]
 
 
-def _pick_snapshot(key: str, app_id: str, rows: list[SnapshotSummary]) -> int:
+def _pick_snapshot(app_id: str, rows: list[SnapshotSummary]) -> int:
     widget = f"history_step_{app_id}"
     ids = [r.sequence_id for r in rows]
     if st.session_state.get(widget) not in ids:
@@ -161,13 +162,13 @@ def _graph(row: SnapshotSummary, state: dict[str, Any]) -> None:
 
 
 def _actions(service: ChatService, key: str, app_id: str, row: SnapshotSummary) -> None:
-    fork, open_ = st.columns(2)
-    if fork.button("Fork from here", type="primary", icon=":material/call_split:", width="stretch",
-                   help="Start a new branch from this snapshot; this branch stays as it is."):
-        new_branch = service.fork(key, app_id, row.sequence_id)
-        st.switch_page(nav.CHAT_PAGE, query_params={"c": key, "b": new_branch})
-    open_.page_link(nav.CHAT_PAGE, label="Open this branch in Chat", icon=":material/chat:",
-                    query_params={"c": key, "b": app_id}, width="stretch")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if st.button("Fork from here", type="primary", icon=":material/call_split:",
+                     help=f"Start a new branch from step {row.sequence_id}; this branch stays as it is."):
+            new_branch = service.fork(key, app_id, row.sequence_id)
+            st.switch_page(nav.CHAT_PAGE, query_params={"c": key, "b": new_branch})
+        st.page_link(nav.CHAT_PAGE, label="Open this branch in Chat", icon=":material/chat:",
+                     query_params={"c": key, "b": app_id})
 
 
 def render_diff(diff: StateDiff, first: bool) -> None:
@@ -188,7 +189,10 @@ def render_diff(diff: StateDiff, first: bool) -> None:
         st.code(_json(value), language="json", wrap_lines=True)
     for name, (old, new) in diff.changed.items():
         st.markdown(f":orange[**changed**] `{name}`")
-        st.code(f"{_json(old)}\n→ {_json(new)}", language="json", wrap_lines=True)
+        st.caption("Before")
+        st.code(_json(old), language="json", wrap_lines=True)
+        st.caption("After")
+        st.code(_json(new), language="json", wrap_lines=True)
     for name, value in diff.removed.items():
         st.markdown(f":red[**removed**] `{name}` (was `{clip(_json(value), 80)}`)")
 
