@@ -44,7 +44,7 @@ def test_an_unsafe_prompt_gets_the_refusal_without_calling_the_model(app, llm_se
 
 
 def test_a_model_error_shows_a_message_and_retry_answers(app, llm_server, service):
-    llm_server.fail_next(500, times=3)
+    llm_server.fail_next(500, times=3, retry_after_ms=1)
     ok(app.run())
     ok(app.chat_input[0].set_value("Are you there?").run())
     assert messages(app) == [("user", "Are you there?")]  # what the user typed is kept
@@ -56,7 +56,7 @@ def test_a_model_error_shows_a_message_and_retry_answers(app, llm_server, servic
 
 
 def test_a_failed_reply_still_offers_retry_after_a_reload(app, make_app, llm_server):
-    llm_server.fail_next(500, times=3)
+    llm_server.fail_next(500, times=3, retry_after_ms=1)
     ok(app.run())
     ok(app.chat_input[0].set_value("Still there?").run())
     reloaded = ok(make_app(c=app.query_params["c"]).run())
@@ -66,7 +66,7 @@ def test_a_failed_reply_still_offers_retry_after_a_reload(app, make_app, llm_ser
 
 
 def test_the_conversation_stays_usable_after_a_failure(app, llm_server):
-    llm_server.fail_next(500, times=3)
+    llm_server.fail_next(500, times=3, retry_after_ms=1)
     ok(app.run())
     ok(app.chat_input[0].set_value("first").run())
     ok(app.chat_input[0].set_value("second").run())  # moving on instead of retrying

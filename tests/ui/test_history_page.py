@@ -34,7 +34,7 @@ def test_the_table_lists_every_step_of_a_turn(app):
 
 
 def test_a_failed_step_is_marked_failed(app, llm_server):
-    llm_server.fail_next(500, times=3)
+    llm_server.fail_next(500, times=3, retry_after_ms=1)
     at = _history(_chat(app, "will fail"))
     table = at.dataframe[0].value
     assert list(table["Status"])[-1] == "failed"
