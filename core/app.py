@@ -19,6 +19,12 @@ from core.settings import DEFAULT_SYSTEM_PROMPT
 
 ENTRYPOINT = "human_input"
 DEFAULT_STATE = {"chat_history": []}
+_BRANCH_NAMESPACE = uuid.UUID("6f1d2c3e-8b0a-4f57-9d2e-5c1b7a9e0f42")
+
+
+def first_branch_id(partition_key: str | None) -> str:
+    """The app_id of a conversation's original branch: the same in every process."""
+    return str(uuid.uuid5(_BRANCH_NAMESPACE, partition_key or ""))
 
 
 def build_graph(
@@ -72,7 +78,9 @@ def build_application(
         app_id = app_id or str(uuid.uuid4())
     elif app_id is None:
         existing = persister.list_app_ids(partition_key)
-        app_id = existing[0] if existing else str(uuid.uuid4())
+        # A conversation's first branch has an id derived from it, so two tabs or servers starting the
+        # same new conversation write one branch (and meet the conflict check) instead of forking it.
+        app_id = existing[0] if existing else first_branch_id(partition_key)
     graph = build_graph(llm, policy=policy, system_prompt=system_prompt, cancel=cancel)
     builder = (
         ApplicationBuilder()
