@@ -2,8 +2,9 @@
 
 A turn runs human_input → safety_check (both persisted before the model is called) and then
 streams ai_response (or the canned unsafe_response). Turns on one conversation are serialized
-inside a process; across processes the persister's conflict check catches a second writer, and
-the turn is replayed on top of the latest state so no message is lost.
+inside a process. Across processes, a turn waits while another server is midway through one on
+the same branch, and the persister's conflict check catches the rest: the losing turn is replayed
+on top of the latest state, so no message is lost.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import contextvars
 import dataclasses
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from core.settings import Settings
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 REPLY_ACTIONS = ["ai_response", "unsafe_response"]
 _MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
+_POLL_SECONDS = 0.1  # how often a second server looks whether the first one's turn has finished
 
 
 class InputError(ValueError):
@@ -95,7 +99,7 @@ class Turn:
         try:
             action, container = self._start()
         except (LLMError, StorageError) as exc:
-            self.outcome, self.error = "failed", exc
+            self._fail(exc)
             return
         finished = False
         stream = iter(container)  # held here so an early exit does not close (and fail) Burr's stream
@@ -105,7 +109,7 @@ class Turn:
                 yield result["delta"]
             finished = True
         except (LLMError, StorageError) as exc:
-            self.outcome, self.error = "failed", exc
+            self._fail(exc)
             return
         finally:
             if not finished and self.outcome is None:
@@ -118,6 +122,11 @@ class Turn:
         else:
             self.outcome = "stopped" if self.cancel.is_set() else "answered"
 
+    def _fail(self, exc: Exception) -> None:
+        self.outcome, self.error = "failed", exc
+        if isinstance(exc, StorageError):  # the turn may have stopped midway: that half is ours
+            self.service.note_unfinished(self.partition_key)
+
     def _finish_stopped(self, stream: Iterator[dict]) -> None:
         """The consumer went away (Stop, page rerun): end the model call and keep what arrived."""
         self.cancel.set()
@@ -128,7 +137,7 @@ class Turn:
                 for result in stream:
                     self.reply += result["delta"]
             except (LLMError, StorageError) as exc:
-                self.outcome, self.error = "failed", exc
+                self._fail(exc)
 
         # Burr records a step as failed when sys.exc_info() is set as its stream ends; here the
         # GeneratorExit being handled would leak into it, so the stream is finished on a clean thread.
@@ -141,6 +150,8 @@ class Turn:
         """Steps to the reply action, replaying once on top of the latest state after a conflict."""
         for attempt in range(2):
             app = self.service.application(self.partition_key, self.app_id, cancel=self.cancel)
+            if self.prompt is not None and _mid_turn(app) and self._waited_for_other_writer(app.uid):
+                app = self.service.application(self.partition_key, app.uid, cancel=self.cancel)
             self.app_id = app.uid
             try:
                 return self._step_to_reply(app)
@@ -150,6 +161,26 @@ class Turn:
                     raise
                 self.notice = "This conversation changed in another tab or window; your message was added after the latest messages."
         raise AssertionError("unreachable")
+
+    def _waited_for_other_writer(self, app_id: str) -> bool:
+        """Waits while another server is midway through a turn on this branch, so turns never interleave.
+
+        Its last saved step is then the user's message or the safety check, saved moments ago. A turn
+        this process left unfinished (a database error) or an older one (a crashed server) is not
+        waited for: the new message goes after it, as after a failed reply. True if we waited.
+        """
+        service, budget = self.service, self.service.settings.request_timeout * 2
+        deadline, waited = time.monotonic() + budget, False
+        while True:
+            latest = service.persister.load(self.partition_key, app_id)
+            busy = latest is not None and service.other_writer_is_busy(self.partition_key, latest, budget)
+            if not busy or time.monotonic() >= deadline or self.cancel.is_set():
+                break
+            waited = True
+            time.sleep(_POLL_SECONDS)
+        if waited and latest is not None and latest["position"] not in _MID_TURN:  # it finished, not went stale
+            self.notice = "This conversation was answering in another tab or window; your message was added after that reply."
+        return waited
 
     def _step_to_reply(self, app: Application) -> tuple:
         if self.prompt is None:  # a retry of the failed step
@@ -172,6 +203,7 @@ class ChatService:
         self.policy = policy or BlockedWordsPolicy(settings.blocked_words)
         self.conversations = ConversationStore(persister)
         self._locks: dict[str, threading.Lock] = {}
+        self._unfinished: dict[str, datetime] = {}  # partition -> when a turn of ours stopped midway
         self._locks_guard = threading.Lock()
 
     @classmethod
@@ -189,6 +221,23 @@ class ChatService:
     @staticmethod
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
+
+    def note_unfinished(self, partition_key: str) -> None:
+        """A turn of ours stopped midway on a storage error; its half is not another server's work."""
+        self._unfinished[partition_key] = datetime.now(timezone.utc)
+
+    def other_writer_is_busy(self, partition_key: str, latest: dict, budget: float) -> bool:
+        """Whether the branch's last step is a turn under way elsewhere (saved < budget seconds ago)."""
+        if latest["status"] == "failed" or latest["position"] not in _MID_TURN:
+            return False
+        saved = datetime.fromisoformat(latest["created_at"])
+        saved = saved if saved.tzinfo else saved.replace(tzinfo=timezone.utc)
+        ours = self._unfinished.get(partition_key)
+        if (ours is not None and saved <= ours) or datetime.now(timezone.utc) - saved > timedelta(seconds=budget):
+            return False
+        branch = next((b for b in self.conversations.branches(partition_key) if b.app_id == latest["app_id"]), None)
+        # A fork taken from inside a turn starts midway, but nobody is writing it.
+        return branch is None or branch.forked_from_app_id is None or branch.last_sequence_id != branch.forked_from_sequence_id
 
     def conversation_lock(self, partition_key: str) -> threading.Lock:
         with self._locks_guard:
@@ -233,6 +282,12 @@ class ChatService:
         self.persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
                             source["status"], forked_from=(app_id, sequence_id))
         return app.uid
+
+
+def _mid_turn(app: Application) -> bool:
+    """The branch's last saved step is inside a turn (its next action is not the user's message)."""
+    next_action = app.get_next_action()
+    return next_action is not None and next_action.name != "human_input"
 
 
 def _ensure_sqlite_folder(url: str) -> None:
