@@ -26,6 +26,7 @@ def main() -> None:
     sidebar.render(service, selection.partition_key)
     if selection.problem:
         nav.show_problem(service, selection)
+    _wait_for_running_turn(service, selection.partition_key)
     view = service.open(selection.partition_key, selection.app_id)
     header(service, selection, view)
     for message in view.messages:
@@ -39,6 +40,14 @@ def main() -> None:
         turn = service.send(key, text, app_id) if kind == "resend" else service.retry(key, app_id)
         run_turn(turn, selection, text if kind == "resend" else None)
     status(selection, view)
+
+
+def _wait_for_running_turn(service: ChatService, partition_key: str, timeout: float = 10.0) -> None:
+    """A click during a reply (Stop, or any other) starts this run while the interrupted one is still
+    saving the partial reply; waiting for the conversation's lock shows that reply, not the state before it."""
+    lock = service.conversation_lock(partition_key)
+    if lock.acquire(timeout=timeout):
+        lock.release()
 
 
 def header(service: ChatService, selection: Selection, view: ConversationView) -> None:
@@ -104,7 +113,7 @@ def status(selection: Selection, view: ConversationView) -> None:
                  icon=":material/error:")
         _action_button("Retry", ("retry", selection.partition_key, view.app_id, None))
     elif view.pending_step:
-        st.info(f"This branch stops in the middle of a turn: the next step is **{view.pending_step}**. "
+        st.info(f"This branch stops in the middle of a turn (next step: `{view.pending_step}`). "
                 "Continue to get the reply, or send a new message.", icon=":material/pause_circle:")
         _action_button("Continue", ("retry", selection.partition_key, view.app_id, None))
     elif last.get("outcome") == "failed":  # nothing was saved, e.g. the database went away mid-turn
