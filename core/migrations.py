@@ -83,8 +83,8 @@ def _convert_branch(conn: Connection, old: Table, partition_key: str, app_id: st
             app_ref = insert_app(conn, partition_key, app_id, row.created_at, None)
         state = json.loads(row.state_json)
         enc = encode(state, row.sequence_id, previous, manifest)
-        activity = insert_snapshot(conn, app_ref, row.sequence_id, row.position, row.status, row.created_at, enc)
-        stored = (stored or 0) + enc.stored_bytes
+        activity, added = insert_snapshot(conn, app_ref, row.sequence_id, row.position, row.status, row.created_at, enc)
+        stored = (stored or 0) + added
         previous, manifest = state, enc.manifest
     if app_ref is not None:
         conn.execute(update(Conversation).where(Conversation.partition_key == partition_key).values(

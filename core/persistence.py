@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from burr.core import State
 from burr.core.persistence import BaseStatePersister, PersistedStateData
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -24,6 +24,7 @@ from core.snapshot_rows import find_app, find_snapshot, insert_app, insert_snaps
 from core.statecodec import Manifest, encode
 
 TITLE_CHARS = 80
+from core.stateserde import Remembered, deserialize_state, serialize_state
 NO_PARTITION = ""  # Burr allows partition_key=None; it is stored as the empty string
 
 
@@ -79,8 +80,8 @@ class SQLAlchemyPersister(BaseStatePersister):
     def __init__(self, engine: Engine, cache_size: int = 256):
         self.engine = engine
         self._lock = threading.Lock()
-        # (partition, app_id) -> (sequence_id, serialized state, manifest) of the branch's last save
-        self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest]] = OrderedDict()
+        # (partition, app_id) -> (sequence_id, serialized state, manifest, raw values) of the branch's last save
+        self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
         self._cache_size = cache_size
 
     @classmethod
@@ -116,10 +117,10 @@ class SQLAlchemyPersister(BaseStatePersister):
         found = self._guard(lambda: self._read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id)))
         if found is None:
             return None
-        row, state = found
+        row, state, needs_serde = found
         return PersistedStateData(
             partition_key=partition_key, app_id=row.app_id, sequence_id=row.sequence_id, position=row.position,
-            state=State.deserialize(state), created_at=row.created_at.isoformat(), status=row.status)
+            state=deserialize_state(state, needs_serde), created_at=row.created_at.isoformat(), status=row.status)
 
     def load_serialized(self, partition_key: str | None, app_id: str, sequence_id: int | None = None) -> dict | None:
         """The stored (serialized) state of one snapshot, for viewers that show raw JSON."""
@@ -132,8 +133,9 @@ class SQLAlchemyPersister(BaseStatePersister):
         snapshot = find_snapshot(conn, app.id, sequence_id) if app else None
         if snapshot is None:
             return None
-        state = read_state(conn, app.id, Manifest.from_json(snapshot.manifest))
-        return _Loaded(app_id, snapshot.sequence_id, snapshot.position, snapshot.status, snapshot.created_at), state
+        state, needs_serde = read_state(conn, app.id, Manifest.from_json(snapshot.manifest))
+        loaded = _Loaded(app_id, snapshot.sequence_id, snapshot.position, snapshot.status, snapshot.created_at)
+        return loaded, state, needs_serde
 
     # ---- Burr's saver contract ----------------------------------------------------------------
     def save(
@@ -148,7 +150,10 @@ class SQLAlchemyPersister(BaseStatePersister):
     ) -> None:
         """Persists one step. `forked_from=(app_id, sequence_id)` records where a new branch came from."""
         key = storage_key(partition_key)
-        serialized = state.serialize()
+        with self._lock:
+            cached = self._last.get((key, app_id))
+        # Reusing the last save's serialized items is right even if another writer moved on since.
+        serialized, remembered = serialize_state(state, cached[3] if cached else None)
         try:
             with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
                 manifest = self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from"))
@@ -158,7 +163,7 @@ class SQLAlchemyPersister(BaseStatePersister):
         except SQLAlchemyError as exc:
             self.forget(key, app_id)
             raise StorageError(describe_error(exc, self.url)) from exc
-        self._remember(key, app_id, sequence_id, serialized, manifest)
+        self._remember(key, app_id, sequence_id, serialized, manifest, remembered)
 
     def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,
                serialized: dict, status: str, forked_from: tuple | None) -> Manifest:
@@ -172,8 +177,8 @@ class SQLAlchemyPersister(BaseStatePersister):
             raise SnapshotConflictError(_conflict_message(app_id, sequence_id))
         previous, prev_manifest = self._previous(conn, key, app_id, app_ref, last_seq)
         enc = encode(serialized, sequence_id, previous, prev_manifest)
-        snapshot_id = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
-        _upsert_conversation(conn, key, app_id, snapshot_id, now, serialized, enc.stored_bytes)
+        snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
+        _upsert_conversation(conn, key, app_id, snapshot_id, now, serialized, stored)
         return enc.manifest
 
     def _previous(self, conn: Connection, key: str, app_id: str, app_ref: int, last_seq: int) -> tuple:
@@ -186,11 +191,12 @@ class SQLAlchemyPersister(BaseStatePersister):
         if snapshot is None:
             return None, None
         manifest = Manifest.from_json(snapshot.manifest)
-        return read_state(conn, app_ref, manifest), manifest
+        return read_state(conn, app_ref, manifest)[0], manifest
 
-    def _remember(self, key: str, app_id: str, sequence_id: int, serialized: dict, manifest: Manifest) -> None:
+    def _remember(self, key: str, app_id: str, sequence_id: int, serialized: dict, manifest: Manifest,
+                  remembered: Remembered) -> None:
         with self._lock:
-            self._last[(key, app_id)] = (sequence_id, serialized, manifest)
+            self._last[(key, app_id)] = (sequence_id, serialized, manifest, remembered)
             self._last.move_to_end((key, app_id))
             while len(self._last) > self._cache_size:
                 self._last.popitem(last=False)
@@ -244,22 +250,27 @@ def _catalog_facts(serialized: dict) -> tuple[int, str | None]:
 def _upsert_conversation(conn: Connection, key: str, app_id: str, snapshot_id: int, now: datetime,
                          serialized: dict, stored: int) -> None:
     count, title = _catalog_facts(serialized)
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Conversation)
-    table = Conversation.__table__
-    stmt = insert.values(partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
-                         activity=snapshot_id, message_count=count, latest_app_id=app_id, stored_bytes=stored)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=[table.c.partition_key],
-        set_=dict(
-            updated_at=now, activity=snapshot_id, message_count=count, latest_app_id=app_id,
-            stored_bytes=table.c.stored_bytes + stored,
-            # A renamed conversation keeps its name; an untitled one takes the first message.
-            title=_keep_custom_title(table, stmt.excluded.title),
-        ),
-    ))
+    conn.execute(_upsert_statement(conn.dialect.name), dict(
+        partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
+        activity=snapshot_id, message_count=count, latest_app_id=app_id, stored_bytes=stored))
 
 
-def _keep_custom_title(table, new_title):  # noqa: ANN001, ANN202 - SQL expression helper
-    from sqlalchemy import case, func
+_UPSERTS: dict[str, Any] = {}
 
-    return case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new_title))
+
+def _upsert_statement(dialect: str) -> Any:
+    """The catalog upsert, built once per dialect (building it cost more than running it)."""
+    if dialect not in _UPSERTS:
+        table = Conversation.__table__
+        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        new = stmt.excluded
+        _UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[table.c.partition_key],
+            set_=dict(
+                updated_at=new.updated_at, activity=new.activity, message_count=new.message_count,
+                latest_app_id=new.latest_app_id, stored_bytes=table.c.stored_bytes + new.stored_bytes,
+                # A renamed conversation keeps its name; an untitled one takes the first message.
+                title=case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new.title)),
+            ),
+        )
+    return _UPSERTS[dialect]

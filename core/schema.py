@@ -4,8 +4,9 @@ How a snapshot is stored (schema version 2, see core/migrations.py for how older
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
-  row (written only when the value changed), lists as (generation, length) over `burrow_list_items`
-  (an appended list only adds its new items). Loading any snapshot reads just that state's rows.
+  row (written only when the value changed), lists as (generation, length) over chunks of items in
+  `burrow_list_items` (an appended list only adds its new items, merged every 64 items into one row).
+  Loading any snapshot reads just that state's rows.
 - `burrow_conversations`: the catalog the sidebar lists, so listing never touches snapshots.
 """
 from __future__ import annotations
@@ -97,13 +98,17 @@ class StateValue(Base):
 
 
 class ListItem(Base):
-    """One item of a list in state; a list rewritten (not just appended to) starts a new generation."""
+    """A chunk of a list in state: items [idx, idx + item_count) as b'j' + JSON array (see statecodec).
+
+    A list rewritten (not just appended to) starts a new generation.
+    """
 
     __tablename__ = "burrow_list_items"
     app_ref: Mapped[int] = mapped_column(ForeignKey("burrow_apps.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    item_count: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

@@ -1,8 +1,14 @@
 """Turns a serialized Burr state into the rows of one snapshot, storing only what changed.
 
 Pure functions, no database: `encode` compares the new state with the previous snapshot of the
-same branch and returns a manifest plus the new value/list-item rows; `decode` rebuilds the state
-from a manifest and the rows it points to. Loading is O(size of that state), never a replay.
+same branch and returns a manifest plus the new rows; `decode` rebuilds the state from a manifest
+and the rows it points to. Loading is O(size of that state), never a replay.
+
+Lists (the chat history) are stored as *chunks*: each save writes the items it appended as one
+small chunk; once CHUNK_ITEMS items are pending after the last sealed chunk, they are rewritten as
+one sealed chunk and the small ones deleted. Earlier snapshots still decode, because a list of a
+generation only ever grows: a snapshot of length L reads the chunks starting below L and cuts at L.
+So storage stays linear and a load reads ~L/CHUNK_ITEMS rows instead of L.
 """
 from __future__ import annotations
 
@@ -13,7 +19,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 INLINE_LIMIT = 128  # JSON bytes; smaller values live inside the manifest itself
-COMPRESS_FROM = 200  # JSON bytes; larger blobs are zlib-compressed when that saves space
+COMPRESS_FROM = 200  # JSON bytes; bigger non-list values are zlib-compressed when that saves space
+CHUNK_ITEMS = 64  # appended list items are merged into one row once this many are pending
+# List chunks stay plain JSON: zlib costs ~8 µs per decompress plus ~4 ms per MB, which would make
+# loading a long chat slower than reading one big JSON row; values are few per state, so they compress.
+SERDE_MARKER = b'"__burr_serde__"'  # Burr's serde key; JSON without it deserializes to itself
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @dataclasses.dataclass
@@ -22,7 +36,8 @@ class Manifest:
 
     inline: dict[str, Any] = dataclasses.field(default_factory=dict)
     values: dict[str, int] = dataclasses.field(default_factory=dict)  # key -> sequence_id of its row
-    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # key -> [generation, length]
+    # key -> [generation, length, sealed]: items [0, sealed) are in sealed chunks, the rest in small ones
+    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"i": self.inline, "v": self.values, "l": self.lists}, separators=(",", ":"))
@@ -33,21 +48,34 @@ class Manifest:
         return cls(inline=raw["i"], values=raw["v"], lists=raw["l"])
 
 
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Items [start, start + count) of one generation of a list: b'j' + a JSON array."""
+
+    key: str
+    generation: int
+    start: int
+    count: int
+    data: bytes
+
+
 @dataclasses.dataclass
 class EncodedSnapshot:
     manifest: Manifest
     values: list[tuple[str, bytes]]  # (key, data) rows to write at this sequence_id
-    items: list[tuple[str, int, int, bytes]]  # (key, generation, idx, data)
+    chunks: list[Chunk]
+    merged: list[tuple[str, int, int, int]]  # (key, generation, start, end): delete chunks starting in [start, end)
 
     @property
-    def stored_bytes(self) -> int:
+    def written_bytes(self) -> int:
+        """Payload bytes this snapshot writes (the chunks a merge deletes are not subtracted here)."""
         return len(self.manifest.to_json()) + sum(len(d) for _, d in self.values) + sum(
-            len(d) for *_, d in self.items
+            len(c.data) for c in self.chunks
         )
 
 
 def pack(value: Any) -> bytes:
-    raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw = dumps(value)
     if len(raw) >= COMPRESS_FROM:
         packed = zlib.compress(raw, 6)
         if len(packed) < len(raw):
@@ -55,10 +83,13 @@ def pack(value: Any) -> bytes:
     return b"j" + raw
 
 
-def unpack(data: bytes) -> Any:
+def unpack_raw(data: bytes) -> bytes:
     data = bytes(data)
-    body = zlib.decompress(data[1:]) if data[:1] == b"z" else data[1:]
-    return json.loads(body)
+    return zlib.decompress(data[1:]) if data[:1] == b"z" else data[1:]
+
+
+def unpack(data: bytes) -> Any:
+    return json.loads(unpack_raw(data))
 
 
 def encode(
@@ -67,13 +98,15 @@ def encode(
     """Encodes `state` (already serialized) against the previous snapshot of the same branch."""
     previous = previous or {}
     prev_manifest = prev_manifest or Manifest()
-    out = EncodedSnapshot(Manifest(), [], [])
+    out = EncodedSnapshot(Manifest(), [], [], [])
     for key, value in state.items():
         if isinstance(value, list):
             _encode_list(out, key, value, sequence_id, previous.get(key), prev_manifest.lists.get(key))
-        elif len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) <= INLINE_LIMIT:
+            continue
+        raw = dumps(value)
+        if len(raw) <= INLINE_LIMIT:
             out.manifest.inline[key] = value
-        elif key in prev_manifest.values and previous.get(key) == value:
+        elif key in prev_manifest.values and _same_json(previous.get(key), value, raw):
             out.manifest.values[key] = prev_manifest.values[key]
         else:
             out.values.append((key, pack(value)))
@@ -81,35 +114,75 @@ def encode(
     return out
 
 
+def _same_json(old: Any, new: Any, new_raw: bytes) -> bool:
+    """Equal and serialized identically (so 1 -> 1.0 -> True counts as a change)."""
+    return old == new and dumps(old) == new_raw
+
+
 def _encode_list(
     out: EncodedSnapshot, key: str, value: list, sequence_id: int, previous: Any, prev_entry: list[int] | None
 ) -> None:
-    """Appends only new items when the old list is a prefix of the new one; else a new generation."""
-    if prev_entry is not None and isinstance(previous, list) and value[: len(previous)] == previous:
-        generation, start = prev_entry[0], len(previous)
+    """Appended items go into a new small chunk, or with the pending ones into one sealed chunk."""
+    appended = (prev_entry is not None and isinstance(previous, list) and len(previous) <= len(value)
+                and value[: len(previous)] == previous)
+    if appended:
+        generation, start, sealed = prev_entry[0], len(previous), prev_entry[2]
     else:
-        generation, start = sequence_id, 0
-    for idx in range(start, len(value)):
-        out.items.append((key, generation, idx, pack(value[idx])))
-    out.manifest.lists[key] = [generation, len(value)]
+        generation, start, sealed = sequence_id, 0, 0
+    if len(value) - sealed >= CHUNK_ITEMS:
+        if start > sealed:
+            out.merged.append((key, generation, sealed, start))
+        start = sealed
+        sealed = len(value)
+    if len(value) > start:
+        data = b"j" + dumps(value[start:])
+        out.chunks.append(Chunk(key, generation, start, len(value) - start, data))
+    out.manifest.lists[key] = [generation, len(value), sealed]
 
 
 def decode(
     manifest: Manifest,
     fetch_values: Callable[[dict[str, int]], dict[str, bytes]],
-    fetch_items: Callable[[str, int, int], list[bytes]],
-) -> dict[str, Any]:
-    """Rebuilds the serialized state; the fetchers read exactly the rows the manifest names."""
+    fetch_chunks: Callable[[str, int, int], list[tuple[int, int, bytes]]],
+) -> tuple[dict[str, Any], set[str]]:
+    """Rebuilds the serialized state and names the keys whose JSON holds Burr serde markers.
+
+    The fetchers read exactly the rows the manifest names: values by pointer, and the chunks
+    (start, count, data) of a list's generation that start below its length, ordered by start.
+    Keys outside the returned set need no `serde.deserialize` walk (a big saving on long lists).
+    """
     state: dict[str, Any] = dict(manifest.inline)
+    marked = set(manifest.inline)  # small values: cheap to deserialize normally
     if manifest.values:
         for key, data in fetch_values(manifest.values).items():
-            state[key] = unpack(data)
-    for key, (generation, length) in manifest.lists.items():
-        rows = fetch_items(key, generation, length) if length else []
-        if len(rows) != length:
-            raise ValueError(f"snapshot list {key!r} expects {length} items, found {len(rows)}")
-        state[key] = [unpack(r) for r in rows]
+            raw = unpack_raw(data)
+            state[key] = json.loads(raw)
+            if SERDE_MARKER in raw:
+                marked.add(key)
     missing = set(manifest.values) - set(state)
     if missing:
         raise ValueError(f"snapshot values missing from the database: {sorted(missing)}")
-    return state
+    for key, (generation, length, _sealed) in manifest.lists.items():
+        raw = _join_chunks(key, fetch_chunks(key, generation, length) if length else [], length)
+        state[key] = json.loads(raw)[:length]
+        if SERDE_MARKER in raw:
+            marked.add(key)
+    return state, marked
+
+
+def _join_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) -> bytes:
+    """One JSON array from contiguous chunks, checked to cover items [0, length); copies each byte once."""
+    parts: list[Any] = [b"["]
+    covered = 0
+    for start, count, data in chunks:
+        if start != covered:
+            raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {covered}")
+        body = memoryview(data)[1:] if data[:1] == b"j" else memoryview(unpack_raw(data))
+        parts += [body[1:-1], b","]
+        covered += count
+    if covered < length:
+        raise ValueError(f"snapshot list {key!r} expects {length} items, found {covered}")
+    if not chunks:
+        return b"[]"
+    parts[-1] = b"]"
+    return b"".join(parts)
