@@ -11,6 +11,7 @@ import uuid
 from burr.core import Application, ApplicationBuilder, default, when
 from burr.core.graph import Graph, GraphBuilder
 from burr.core.persistence import BaseStatePersister
+from burr.tracking.client import LocalTrackingClient
 
 from core.actions import ai_response, human_input, safety_check, unsafe_response
 from core.llm import ChatModel, OfflineModel
@@ -20,6 +21,21 @@ from core.settings import DEFAULT_SYSTEM_PROMPT
 ENTRYPOINT = "human_input"
 DEFAULT_STATE = {"chat_history": []}
 _BRANCH_NAMESPACE = uuid.UUID("6f1d2c3e-8b0a-4f57-9d2e-5c1b7a9e0f42")
+
+
+class ResumingTrackingClient(LocalTrackingClient):
+    """Burr's local tracker, tolerant of resuming a branch it has never seen.
+
+    Burr 0.43 hands the tracker a parent pointer with `app_id=None` whenever an app is loaded from the
+    persister (not only when forked); the local tracker writes it into a new metadata file and its
+    pydantic model rejects the None. That happens for every conversation a second server process (its
+    own tracker folder), a cleared ~/.burr or a restored database brings in. No app id means no parent.
+    """
+
+    def post_application_create(self, *, parent_pointer=None, **kwargs) -> None:
+        if parent_pointer is not None and parent_pointer.app_id is None:
+            parent_pointer = None
+        super().post_application_create(parent_pointer=parent_pointer, **kwargs)
 
 
 def first_branch_id(partition_key: str | None) -> str:
@@ -99,5 +115,5 @@ def build_application(
     )
     if tracker_project:
         params = {"storage_dir": tracker_dir} if tracker_dir else {}
-        builder = builder.with_tracker("local", project=tracker_project, params=params)
+        builder = builder.with_tracker(ResumingTrackingClient(project=tracker_project, **params))
     return builder.build()
