@@ -1,0 +1,280 @@
+"""ChatService end to end: real SQLite file, the offline model or the real openai client on the fake server."""
+from __future__ import annotations
+
+import pytest
+
+from core.actions import REFUSED, STOPPED
+from core.chat import ChatService, InputError, clean_message
+from core.llm import LLMError, OfflineModel, OpenAIChatModel
+from core.safety import REFUSAL
+from core.settings import Settings
+
+
+@pytest.fixture
+def make_service(sqlite_url):
+    """A ChatService on the test's SQLite file; tracking off unless asked for."""
+    made: list[ChatService] = []
+
+    def make(model=None, **fields) -> ChatService:
+        settings = Settings(**{"database_url": sqlite_url, "tracker_project": None, **fields})
+        service = ChatService.from_settings(settings, model=model or OfflineModel(word_delay=0))
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.persister.engine.dispose()
+
+
+@pytest.fixture
+def service(make_service) -> ChatService:
+    return make_service()
+
+
+@pytest.fixture
+def remote_service(make_service, llm_server) -> ChatService:
+    """Talks to the fake server through the real openai client, with no retries."""
+    settings = Settings(openai_base_url=llm_server.base_url, openai_api_key="sk-test", max_retries=0)
+    return make_service(OpenAIChatModel(settings))
+
+
+def roles(view) -> list[str]:
+    return [m["role"] for m in view.messages]
+
+
+def test_offline_turn_is_labelled_and_deterministic(service):
+    first, second = service.new_conversation_id(), service.new_conversation_id()
+    assert first != second
+    turn = service.send(first, "Hello there")
+    pieces = list(turn)
+    assert turn.outcome == "answered" and turn.error is None and turn.notice is None
+    assert len(pieces) > 5 and "".join(pieces) == turn.reply
+    assert "Offline demo model" in turn.reply and "Hello there" in turn.reply
+    other = service.send(second, "Hello there")
+    assert "".join(other) == turn.reply
+    view = service.open(first)
+    assert view.messages == [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": turn.reply}]
+    assert view.app_id == turn.app_id and view.sequence_id == 2
+    assert view.failed_step is None and view.pending_step is None
+
+
+def test_open_unknown_conversation_is_empty(service):
+    view = service.open("never-written")
+    assert view.messages == [] and view.app_id is None and view.sequence_id is None
+
+
+def test_user_message_is_persisted_before_the_model_is_called(remote_service, llm_server):
+    pk = remote_service.new_conversation_id()
+    seen_by_model_time: list[list[dict]] = []
+
+    def reply(_messages):
+        seen_by_model_time.append(remote_service.open(pk).messages)  # read the database mid-request
+        return "ok"
+
+    llm_server.reply = reply
+    assert "".join(remote_service.send(pk, "persist me first")) == "ok"
+    assert seen_by_model_time == [[{"role": "user", "content": "persist me first"}]]
+
+
+def test_failed_turn_keeps_the_user_message_and_can_be_retried(remote_service, llm_server):
+    pk = remote_service.new_conversation_id()
+    llm_server.fail_next(500)
+    turn = remote_service.send(pk, "will fail")
+    assert list(turn) == []
+    assert turn.outcome == "failed"
+    assert isinstance(turn.error, LLMError) and turn.error.kind == "server"
+
+    view = remote_service.open(pk)
+    assert view.messages == [{"role": "user", "content": "will fail"}]
+    assert view.failed_step == "ai_response" and view.pending_step == "ai_response"
+    assert remote_service.persister.load(pk, None)["status"] == "failed"
+
+    llm_server.reply = "second time lucky"
+    retry = remote_service.retry(pk, view.app_id)
+    assert "".join(retry) == "second time lucky"
+    assert retry.outcome == "answered"
+    view = remote_service.open(pk)
+    assert view.messages[-1] == {"role": "assistant", "content": "second time lucky"}
+    assert view.failed_step is None
+
+    llm_server.reply = lambda messages: f"seen {len(messages)}"
+    assert "".join(remote_service.send(pk, "and on")) == "seen 4"  # system + user, assistant, user
+    assert roles(remote_service.open(pk)) == ["user", "assistant", "user", "assistant"]
+
+
+def test_sending_after_a_failure_moves_on_without_retrying(remote_service, llm_server):
+    pk = remote_service.new_conversation_id()
+    llm_server.fail_next(500)
+    list(remote_service.send(pk, "first"))
+    turn = remote_service.send(pk, "second")
+    llm_server.reply = "answer"
+    assert "".join(turn) == "answer"
+    assert roles(remote_service.open(pk)) == ["user", "user", "assistant"]
+
+
+def test_refused_turn(service):
+    pk = service.new_conversation_id()
+    turn = service.send(pk, "this is UNSAFE")
+    assert "".join(turn) == REFUSAL
+    assert turn.outcome == "refused"
+    assert service.open(pk).messages[-1]["status"] == REFUSED
+
+
+def test_stop_mid_stream_keeps_the_partial_reply(service):
+    pk = service.new_conversation_id()
+    turn = service.send(pk, "long answer please")
+    received = []
+    for piece in turn:
+        received.append(piece)
+        if len(received) == 3:
+            turn.stop()
+    assert len(received) == 3
+    assert turn.outcome == "stopped"
+    last = service.open(pk).messages[-1]
+    assert last == {"role": "assistant", "content": "".join(received), "status": STOPPED}
+    assert service.open(pk).failed_step is None
+
+
+def test_closing_the_generator_early_keeps_the_partial_reply(service):
+    pk = service.new_conversation_id()
+    turn = service.send(pk, "I will leave early")
+    gen = iter(turn)
+    first = next(gen)
+    gen.close()
+    assert turn.outcome == "stopped"
+    view = service.open(pk)
+    assert view.failed_step is None
+    assert view.messages[-1]["status"] == STOPPED
+    assert view.messages[-1]["content"].startswith(first)
+    assert view.messages[-1]["content"] != OfflineModel().reply_text(view.messages[:-1])
+
+    again = service.send(pk, "still here?")  # the conversation goes on, and is not locked
+    assert "".join(again) and again.outcome == "answered"
+    assert roles(service.open(pk)) == ["user", "assistant", "user", "assistant"]
+
+
+def test_stop_against_the_remote_model(remote_service, llm_server):
+    llm_server.reply = " ".join(f"w{i}" for i in range(100))
+    llm_server.chunk_delay = 0.01
+    pk = remote_service.new_conversation_id()
+    turn = remote_service.send(pk, "go")
+    received = []
+    for piece in turn:
+        received.append(piece)
+        if len(received) == 2:
+            turn.stop()
+    assert turn.outcome == "stopped"
+    assert remote_service.open(pk).messages[-1] == {"role": "assistant", "content": "w0 w1", "status": STOPPED}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \r\n", None, "\x00\x07\x1b"])
+def test_clean_message_rejects_blank(text):
+    with pytest.raises(InputError, match="empty"):
+        clean_message(text, 100)
+
+
+def test_clean_message_limits_length():
+    assert clean_message("x" * 100, 100) == "x" * 100
+    with pytest.raises(InputError, match="101"):
+        clean_message("x" * 101, 100)
+
+
+def test_clean_message_drops_control_characters_but_keeps_layout():
+    assert clean_message("  a\x00b\x07c\x1b[0m\x7f  ", 100) == "abc[0m"
+    assert clean_message("line one\nline two\r\n\tindented", 100) == "line one\nline two\r\n\tindented"
+
+
+def test_clean_message_repairs_lone_surrogates():
+    cleaned = clean_message("bad \ud800 half", 100)
+    cleaned.encode("utf-8")  # must not raise
+    assert cleaned.startswith("bad ") and cleaned.endswith(" half")
+    assert clean_message("emoji 🦫 ok", 100) == "emoji 🦫 ok"
+
+
+def test_send_rejects_invalid_input_and_stores_nothing(make_service):
+    service = make_service(max_message_chars=10)
+    with pytest.raises(InputError):
+        service.send("c1", "   ")
+    with pytest.raises(InputError):
+        service.send("c1", "x" * 11)
+    assert service.open("c1").messages == []
+    assert service.conversations.count() == 0
+
+
+def test_fork_starts_a_branch_equal_to_the_source_snapshot(service):
+    pk = service.new_conversation_id()
+    list(service.send(pk, "first question"))
+    list(service.send(pk, "second question"))
+    original = service.open(pk)
+    assert original.sequence_id == 5
+
+    new_id = service.fork(pk, original.app_id, 2)
+    assert new_id != original.app_id
+    assert service.persister.load_serialized(pk, new_id) == service.persister.load_serialized(pk, original.app_id, 2)
+    view = service.open(pk)  # the fork is now the most recent branch
+    assert view.app_id == new_id and roles(view) == ["user", "assistant"]
+
+    list(service.send(pk, "a different second question"))  # app_id=None: continues the fork
+    forked = service.open(pk, new_id)
+    assert [m["content"] for m in forked.messages if m["role"] == "user"] == ["first question", "a different second question"]
+    assert service.open(pk, original.app_id).messages == original.messages
+    branches = service.conversations.branches(pk)
+    assert [b.app_id for b in branches] == [new_id, original.app_id]
+    assert (branches[0].forked_from_app_id, branches[0].forked_from_sequence_id) == (original.app_id, 2)
+
+
+def test_fork_from_inside_a_turn_can_be_finished(service):
+    pk = service.new_conversation_id()
+    list(service.send(pk, "question"))
+    source = service.open(pk)
+    new_id = service.fork(pk, source.app_id, 0)  # right after human_input
+    view = service.open(pk, new_id)
+    assert view.pending_step == "safety_check" and view.failed_step is None
+    assert roles(view) == ["user"]
+    turn = service.retry(pk, new_id)
+    assert "".join(turn) and turn.outcome == "answered"
+    assert roles(service.open(pk, new_id)) == ["user", "assistant"]
+
+
+def test_fork_of_a_missing_step_raises(service):
+    from core.persistence import StorageError
+
+    pk = service.new_conversation_id()
+    list(service.send(pk, "q"))
+    with pytest.raises(StorageError):
+        service.fork(pk, service.open(pk).app_id, 99)
+
+
+def test_resuming_picks_the_most_recent_branch(service):
+    pk = service.new_conversation_id()
+    list(service.send(pk, "one"))
+    old = service.open(pk).app_id
+    new = service.fork(pk, old, 2)
+    assert service.open(pk).app_id == new
+    list(service.send(pk, "on the old branch", app_id=old))
+    assert service.open(pk).app_id == old  # writing to it made it the most recent again
+    list(service.send(pk, "no branch given"))
+    assert [m["content"] for m in service.open(pk, old).messages if m["role"] == "user"] == [
+        "one", "on the old branch", "no branch given"]
+    assert roles(service.open(pk, new)) == ["user", "assistant"]
+
+
+def test_a_second_service_sees_the_conversation_and_reports_new_messages(make_service):
+    tab_a, tab_b = make_service(), make_service()  # two processes on one database
+    pk = tab_a.new_conversation_id()
+    list(tab_a.send(pk, "from a"))
+    seen_by_a = len(tab_a.open(pk).messages)
+    list(tab_b.send(pk, "from b"))
+    turn = tab_a.send(pk, "from a again", expected_messages=seen_by_a)
+    assert "".join(turn)
+    assert turn.notice is not None
+    assert [m["content"] for m in tab_a.open(pk).messages if m["role"] == "user"] == ["from a", "from b", "from a again"]
+
+
+def test_conversation_catalog_follows_turns(service):
+    pk = service.new_conversation_id()
+    list(service.send(pk, "What is a burrow?"))
+    summary = service.conversations.get(pk)
+    assert summary.title == "What is a burrow?"
+    assert summary.message_count == 2
+    assert summary.latest_app_id == service.open(pk).app_id
