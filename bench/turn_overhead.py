@@ -1,0 +1,125 @@
+"""What a chat turn costs Burrow itself: Burr steps + persistence (+ tracker), with a model that costs ~nothing.
+
+Each turn is `ChatService.send(...)` consumed to the end (human_input, safety_check, ai_response:
+three persisted Burr steps) with `OfflineModel(word_delay=0)`, so the time measured is Burrow's
+overhead, not a model's. Conversations grow to `--turns-per-conversation` turns, so later turns
+carry a longer history, as in real use. Runs on SQLite (a temporary file) and, when asked, on
+PostgreSQL, each with the Burr local tracker on (writing to a temporary folder) and off.
+
+    python -m bench.turn_overhead                          # SQLite only
+    python -m bench.turn_overhead --pg-url postgresql+psycopg://user@127.0.0.1:5432/bench
+    python -m bench.turn_overhead --start-postgres         # a throwaway server (bench/pg_server.py)
+
+With --pg-url the tables are created in that database (it should be a scratch database); with
+--start-postgres a temporary cluster is started on a free loopback port and deleted afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.chat import ChatService
+from core.llm import OfflineModel
+from core.settings import Settings
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def model_only_ms(turns: int) -> float:
+    """The median cost of the offline model alone (what the turn timings include besides Burrow)."""
+    model = OfflineModel(word_delay=0)
+    messages = [{"role": "user", "content": "How does a burrow stay dry?"}]
+    samples = []
+    for _ in range(turns):
+        start = time.perf_counter()
+        "".join(model.stream(messages))
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def run_turns(service: ChatService, turns: int, per_conversation: int, warmup: int) -> list[float]:
+    """Seconds per turn, warm-up turns (first connection, first tracker folder) left out."""
+    samples: list[float] = []
+    conversation = service.new_conversation_id()
+    for index in range(warmup + turns):
+        if index % per_conversation == 0:
+            conversation = service.new_conversation_id()
+        start = time.perf_counter()
+        turn = service.send(conversation, f"Question number {index}: how does a burrow stay dry?")
+        for _piece in turn:
+            pass
+        elapsed = time.perf_counter() - start
+        if turn.outcome != "answered":
+            raise RuntimeError(f"turn {index} ended {turn.outcome}: {turn.error}")
+        if index >= warmup:
+            samples.append(elapsed)
+    return samples
+
+
+def measure(database_url: str, tracking: bool, args: argparse.Namespace, workdir: Path) -> dict:
+    tracker_dir = workdir / f"tracker-{'on' if tracking else 'off'}"
+    settings = Settings(database_url=database_url, tracker_project="bench" if tracking else None,
+                        tracker_dir=str(tracker_dir))
+    service = ChatService.from_settings(settings, model=OfflineModel(word_delay=0))
+    try:
+        samples = run_turns(service, args.turns, args.turns_per_conversation, args.warmup)
+    finally:
+        service.persister.engine.dispose()
+    ms = [s * 1000 for s in samples]
+    return {"median": statistics.median(ms), "p95": percentile(ms, 0.95), "mean": statistics.fmean(ms),
+            "max": max(ms), "turns": len(ms)}
+
+
+@contextlib.contextmanager
+def postgres_url(args: argparse.Namespace) -> Iterator[str | None]:
+    if args.pg_url:
+        yield args.pg_url
+    elif args.start_postgres:
+        from bench.pg_server import ThrowawayPostgres
+
+        with ThrowawayPostgres() as server:
+            yield server.url
+    else:
+        yield None
+
+
+def report(rows: list[tuple[str, str, dict]], model_ms: float) -> None:
+    print(f"{'backend':<10} {'tracker':<8} {'turns':>5} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8} {'max ms':>8}")
+    for backend, tracker, r in rows:
+        print(f"{backend:<10} {tracker:<8} {r['turns']:>5} {r['median']:>10.2f} {r['p95']:>8.2f} "
+              f"{r['mean']:>8.2f} {r['max']:>8.2f}")
+    print(f"(the offline model alone: median {model_ms:.3f} ms per reply; a turn = 3 persisted Burr steps)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=200, help="measured turns per configuration")
+    parser.add_argument("--warmup", type=int, default=10, help="turns run first and not measured")
+    parser.add_argument("--turns-per-conversation", type=int, default=20)
+    parser.add_argument("--pg-url", help="also measure on this PostgreSQL database (a scratch one)")
+    parser.add_argument("--start-postgres", action="store_true", help="start a throwaway PostgreSQL server")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="burrow-turn-bench-") as tmp, postgres_url(args) as pg_url:
+        workdir = Path(tmp)
+        backends = [("sqlite", f"sqlite:///{workdir / 'bench.db'}")] + ([("postgres", pg_url)] if pg_url else [])
+        for backend, url in backends:
+            for tracking in (False, True):
+                rows.append((backend, "on" if tracking else "off", measure(url, tracking, args, workdir)))
+    report(rows, model_only_ms(args.turns))
+
+
+if __name__ == "__main__":
+    main()
