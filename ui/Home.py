@@ -17,9 +17,11 @@ from ui.services import storage_error  # noqa: E402
 
 st.set_page_config(page_title="Burrow", page_icon=":material/forum:", layout="centered",
                    initial_sidebar_state="expanded")
+# The page scripts live in views/, not pages/: a pages/ folder next to the main script switches
+# Streamlit to its old multipage mode, which runs a page without this file around it.
 page = st.navigation([
-    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
-    st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
+    st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
+    st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
 ])
 try:
     page.run()

@@ -13,8 +13,8 @@ from core.chat import ChatService
 from core.conversations import ConversationSummary, is_valid_conversation_id
 from ui.format import clip
 
-CHAT_PAGE = "pages/chat.py"
-HISTORY_PAGE = "pages/history.py"
+CHAT_PAGE = "views/chat.py"
+HISTORY_PAGE = "views/history.py"
 _CURRENT = "current_selection"  # (partition key, app id or None)
 _FRESH = "fresh_conversation_ids"  # ids this session created that have no message yet
 

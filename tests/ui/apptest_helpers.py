@@ -5,8 +5,8 @@ import re
 
 from streamlit.testing.v1 import AppTest
 
-HISTORY = "pages/history.py"  # page paths are relative to ui/Home.py
-CHAT = "pages/chat.py"
+HISTORY = "views/history.py"  # page paths are relative to ui/Home.py
+CHAT = "views/chat.py"
 
 
 def plain(label: str) -> str:

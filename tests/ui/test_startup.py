@@ -52,3 +52,33 @@ def test_relative_times_read_naturally():
 def test_user_titles_cannot_inject_markdown():
     assert escape_markdown("[click](http://x) :red[boo]") == r"\[click\]\(http\://x\) \:red\[boo\]"
     assert clip("a  very\nlong title", 10) == "a very lo…"
+
+
+def _allow_connections(pg_url: str, allowed: bool) -> None:
+    """Opens or closes the test database to new connections and ends the open ones: an outage, for real."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+        if not allowed:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": url.database})
+    admin.dispose()
+
+
+def test_a_database_outage_after_start_shows_help_and_recovers(make_app, monkeypatch, pg_url):
+    monkeypatch.setenv("BURROW_DATABASE_URL", pg_url)
+    at = ok(make_app().run())
+    ok(at.chat_input[0].set_value("before the outage").run())
+    _allow_connections(pg_url, False)
+    try:
+        ok(at.run())
+        assert "database is not available" in at.error[0].value
+    finally:
+        _allow_connections(pg_url, True)
+    ok(button(at, "Try again").click().run())
+    assert not at.error
+    assert messages(at)[-1] == ("assistant", "Echo: before the outage")
