@@ -16,6 +16,7 @@ from burr.core import State
 from burr.core.persistence import BaseStatePersister, PersistedStateData
 from sqlalchemy import Connection, Engine, case, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from core.migrations import LATEST, applied_versions, apply_migrations
@@ -25,6 +26,7 @@ from core.statecodec import Manifest, encode
 
 TITLE_CHARS = 80
 from core.stateserde import Remembered, deserialize_state, serialize_state
+SQLITE_BUSY_TIMEOUT = 15.0  # seconds; the driver's `timeout` sets SQLite's busy_timeout
 NO_PARTITION = ""  # Burr allows partition_key=None; it is stored as the empty string
 
 
@@ -43,7 +45,8 @@ def storage_key(partition_key: str | None) -> str:
 def create_burrow_engine(url: str, **engine_kwargs: Any) -> Engine:
     """An engine with Burrow's connection settings (SQLite: WAL, busy timeout, immediate writes)."""
     if url.startswith("sqlite"):
-        engine_kwargs.setdefault("connect_args", {}).setdefault("timeout", 15)
+        if "timeout" not in make_url(url).query:  # `?timeout=N` in the URL sets how long a write waits for a lock
+            engine_kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT)
     else:
         engine_kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **engine_kwargs)
@@ -57,7 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
         dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=15000", "foreign_keys=ON"):
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
