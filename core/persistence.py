@@ -7,6 +7,7 @@ moves the branch's pointers and updates the conversation catalog. A step saved t
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -23,9 +24,9 @@ from core.migrations import LATEST, applied_versions, apply_migrations
 from core.schema import App, Conversation
 from core.snapshot_rows import find_app, find_snapshot, insert_app, insert_snapshot, latest_app_id, read_state
 from core.statecodec import Manifest, encode
+from core.stateserde import Remembered, deserialize_state, serialize_state
 
 TITLE_CHARS = 80
-from core.stateserde import Remembered, deserialize_state, serialize_state
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds; the driver's `timeout` sets SQLite's busy_timeout
 NO_PARTITION = ""  # Burr allows partition_key=None; it is stored as the empty string
 
@@ -74,7 +75,17 @@ def describe_error(exc: SQLAlchemyError, url: str) -> str:
     """A one-line, user-facing explanation that never includes the password."""
     where = url.split("@")[-1] if "@" in url else url
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)) else type(exc).__name__
-    return f"The database at {where} is not available: {reason}"
+    hint = next((hint for marker, hint in _HINTS if marker in reason.lower()), "")
+    return f"The database at {where} is not available: {reason}{hint}"
+
+
+_HINTS = (  # what to check, for the errors people actually meet
+    ("readonly", " (check that the database file and its folder are writable)"),
+    ("unable to open database file", " (check that the folder exists and is writable)"),
+    ("database is locked", " (another program is writing to it; try again, or raise ?timeout= in BURROW_DATABASE_URL)"),
+    ("connection refused", " (check that the database server is running and BURROW_DATABASE_URL points at it)"),
+)
+
 
 
 class SQLAlchemyPersister(BaseStatePersister):
@@ -158,8 +169,8 @@ class SQLAlchemyPersister(BaseStatePersister):
         # Reusing the last save's serialized items is right even if another writer moved on since.
         serialized, remembered = serialize_state(state, cached[3] if cached else None)
         try:
-            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-                manifest = self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from"))
+            manifest = self._in_write_transaction(
+                lambda conn: self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from")))
         except IntegrityError as exc:
             self.forget(key, app_id)
             raise SnapshotConflictError(_conflict_message(app_id, sequence_id)) from exc
@@ -167,6 +178,23 @@ class SQLAlchemyPersister(BaseStatePersister):
             self.forget(key, app_id)
             raise StorageError(describe_error(exc, self.url)) from exc
         self._remember(key, app_id, sequence_id, serialized, manifest, remembered)
+
+    def _in_write_transaction(self, work):  # noqa: ANN001, ANN202 - small internal helper
+        """Runs `work(conn)` in one write transaction.
+
+        A SQLite file opened while it was read-only stays read-only for every pooled connection (they
+        share the file handle), even once it is writable again: then the pool is closed and the write
+        tried once more on fresh connections, so fixing the file needs no restart.
+        """
+        try:
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                return work(conn)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+                raise
+            self.engine.dispose()
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            return work(conn)
 
     def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,
                serialized: dict, status: str, forked_from: tuple | None) -> Manifest:
