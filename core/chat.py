@@ -295,11 +295,15 @@ def _ensure_sqlite_folder(url: str) -> None:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+    database = parsed.database or ""
+    if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        # sqlite:///file:/x/y.db?mode=ro&uri=true names the file /x/y.db (file:///x/y.db too)
+        database = database.removeprefix("file:").removeprefix("//")
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and parsed.query.get("mode") != "memory":
         try:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"Cannot create the folder for the database file {parsed.database}: {exc}") from exc
+            raise StorageError(f"Cannot create the folder for the database file {database}: {exc}") from exc
 
 
 __all__ = ["ChatService", "ConversationView", "InputError", "Turn", "clean_message", "STOPPED", "REFUSED"]

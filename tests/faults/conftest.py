@@ -5,12 +5,18 @@ looks like a real one, so the tests can also check that it never leaks.
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors import PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy.engine import URL
 
 from core.chat import ChatService
 from core.settings import Settings
+from tests.conftest import PG_SHIM, require_postgres
 from tests.support.fake_openai import FakeOpenAI
 
 SECRET_KEY = "sk-test-SECRET-b7f3c9d2e1a04f5e8d6c"
@@ -31,20 +37,57 @@ def service_settings(db_url: str, base_url: str, **env: str) -> Settings:
 
 
 @pytest.fixture
-def make_service(db_url: str, llm_server: FakeOpenAI) -> Iterator[Callable[..., ChatService]]:
-    """Builds ChatServices on the test's database (each with its own engine, like separate servers)."""
+def build_service(llm_server: FakeOpenAI) -> Iterator[Callable[..., ChatService]]:
+    """Builds ChatServices on a given database, each with its own engine (like separate servers)."""
     made: list[ChatService] = []
 
-    def make(url: str | None = None, base_url: str | None = None, **env: str) -> ChatService:
-        service = ChatService.from_settings(service_settings(url or db_url, base_url or llm_server.base_url, **env))
+    def build(url: str, base_url: str | None = None, **env: str) -> ChatService:
+        service = ChatService.from_settings(service_settings(url, base_url or llm_server.base_url, **env))
         made.append(service)
         return service
 
-    yield make
+    yield build
     for service in made:
         service.persister.engine.dispose()
 
 
 @pytest.fixture
+def make_service(db_url: str, build_service: Callable[..., ChatService]) -> Callable[..., ChatService]:
+    """ChatServices on the test's database: each test runs on SQLite and on PostgreSQL."""
+    return lambda url=None, **kwargs: build_service(url or db_url, **kwargs)
+
+
+@pytest.fixture
 def service(make_service: Callable[..., ChatService]) -> ChatService:
     return make_service()
+
+
+# ---- a PostgreSQL server of our own, which the tests may stop and start ------------------------
+# The URL carries a password so the tests can check it never shows in a message. The server trusts
+# local connections and ignores it (initdb --pwfile cannot read pytest's root-only temp file as `postgres`).
+PG_PASSWORD = "pg-SECRET-5a1e9c7f"
+
+# Session-scoped like the shared server, but separate: stopping it cannot disturb other tests.
+restartable_postgresql_proc = factories.postgresql_proc(executable=str(PG_SHIM), host="127.0.0.1", port=None)
+
+
+@pytest.fixture
+def restartable_pg(request: pytest.FixtureRequest) -> Iterator[tuple[PostgreSQLExecutor, str]]:
+    """(server, URL of a fresh database on it); the server is running again after the test."""
+    require_postgres()
+    server: PostgreSQLExecutor = request.getfixturevalue("restartable_postgresql_proc")
+    ensure_running(server)
+    dbname = f"burrow_fault_{uuid.uuid4().hex[:12]}"
+    janitor = DatabaseJanitor(user=server.user, host=server.host, port=server.port, dbname=dbname,
+                              template_dbname=server.template_dbname,
+                              maintenance_dbname=server.maintenance_dbname)
+    url = URL.create("postgresql+psycopg", username=server.user, password=PG_PASSWORD,
+                     host=server.host, port=int(server.port), database=dbname)
+    with janitor:
+        yield server, url.render_as_string(hide_password=False)
+        ensure_running(server)
+
+
+def ensure_running(server: PostgreSQLExecutor) -> None:
+    if not server.running():
+        server.start()
