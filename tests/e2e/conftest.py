@@ -168,28 +168,20 @@ def model(llm_server):
 
 # ---- failure diagnostics ---------------------------------------------------------------------
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On a failed test: screenshots of every open tab (before teardown stops any server), server logs."""
     report = yield
-    setattr(item, f"e2e_report_{report.when}", report)
+    if report.when == "call" and report.failed:
+        context = item.funcargs.get("context")
+        for index, open_page in enumerate(context.pages if context is not None else []):
+            save_screenshot(open_page, f"FAILED-{item.name}-{index}")
+        factory = item.funcargs.get("streamlit_factory")
+        for server in factory.servers if factory is not None else []:
+            report.sections.append((f"streamlit {server.name} log", server.log_tail()))
     return report
 
 
 @pytest.fixture
-def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """pytest-playwright's page, plus a screenshot of every open tab when the test failed."""
-    yield context.new_page()
-    report = getattr(request.node, "e2e_report_call", None)
-    if report is not None and report.failed:
-        for index, open_page in enumerate(context.pages):
-            save_screenshot(open_page, f"FAILED-{request.node.name}-{index}")
-
-
-@pytest.fixture(autouse=True)
-def _server_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A failed test's report carries the tail of every streamlit log of its module."""
-    yield
-    report = getattr(request.node, "e2e_report_call", None)
-    if report is None or not report.failed or "streamlit_factory" not in request.fixturenames:
-        return
-    for server in request.getfixturevalue("streamlit_factory").servers:
-        request.node.add_report_section("call", f"streamlit {server.name} log", server.log_tail())
+def page(context: BrowserContext, streamlit_factory: ServerFactory) -> Page:
+    """pytest-playwright's page; asking for the factory here lets a failure report every server's log."""
+    return context.new_page()

@@ -59,10 +59,13 @@ def wait_turn_done(page: Page, reply_contains: str | None = None) -> None:
     wait_idle(page)
 
 
-def send(page: Page, text: str, reply_contains: str | None = None) -> None:
-    """Sends a message and waits until its turn is saved and the page shows the stored state."""
+def send(page: Page, text: str, reply_contains: str | None = None, shown: str | None = None) -> None:
+    """Sends a message and waits until its turn is saved and the page shows the stored state.
+
+    `shown` is the part of the message visible on the page (Markdown is rendered), default `text`.
+    """
     submit(page, text)
-    expect(messages(page).filter(has_text=text).last).to_be_visible()
+    expect(messages(page).filter(has_text=shown or text).last).to_be_visible()
     wait_turn_done(page, reply_contains if reply_contains is not None else echo(text))
 
 
