@@ -12,6 +12,7 @@ So storage stays linear and a load reads ~L/CHUNK_ITEMS rows instead of L.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import zlib
@@ -163,26 +164,28 @@ def decode(
     if missing:
         raise ValueError(f"snapshot values missing from the database: {sorted(missing)}")
     for key, (generation, length, _sealed) in manifest.lists.items():
-        raw = _join_chunks(key, fetch_chunks(key, generation, length) if length else [], length)
-        state[key] = json.loads(raw)[:length]
-        if SERDE_MARKER in raw:
+        items, needs_serde = _read_chunks(key, fetch_chunks(key, generation, length) if length else [], length)
+        state[key] = items
+        if needs_serde:
             marked.add(key)
     return state, marked
 
 
-def _join_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) -> bytes:
-    """One JSON array from contiguous chunks, checked to cover items [0, length); copies each byte once."""
-    parts: list[Any] = [b"["]
-    covered = 0
+def _read_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) -> tuple[list, bool]:
+    """Items [0, length) from contiguous chunks, and whether any holds a serde marker.
+
+    Each chunk is parsed on its own: joining them first would allocate (and page-fault) one more
+    megabyte-sized buffer per load of a long chat, which costs more than the parsing.
+    """
+    items: list[Any] = []
+    needs_serde = False
     for start, count, data in chunks:
-        if start != covered:
-            raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {covered}")
-        body = memoryview(data)[1:] if data[:1] == b"j" else memoryview(unpack_raw(data))
-        parts += [body[1:-1], b","]
-        covered += count
-    if covered < length:
-        raise ValueError(f"snapshot list {key!r} expects {length} items, found {covered}")
-    if not chunks:
-        return b"[]"
-    parts[-1] = b"]"
-    return b"".join(parts)
+        if start != len(items):
+            raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {len(items)}")
+        body = codecs.decode(memoryview(data)[1:], "utf-8") if data[:1] == b"j" else unpack_raw(data).decode("utf-8")
+        items.extend(json.loads(body))
+        needs_serde = needs_serde or SERDE_MARKER in data
+    if len(items) < length:
+        raise ValueError(f"snapshot list {key!r} expects {length} items, found {len(items)}")
+    del items[length:]
+    return items, needs_serde
