@@ -10,10 +10,10 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from core.persistence import SQLAlchemyPersister, StorageError, storage_key
-from core.schema import App, Conversation, ListItem, Snapshot, StateValue
+from core.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
 
 MAX_TITLE_CHARS = 200
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -64,6 +64,22 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped.lower()}%"
 
 
+_LISTS: dict[tuple[bool, bool], Any] = {}
+
+
+def _list_statement(search: bool, cursor: bool) -> Any:
+    """The catalog page query, built once per shape: the sidebar runs it on every rerun."""
+    if (search, cursor) not in _LISTS:
+        table = Conversation.__table__
+        query = select(table).order_by(table.c.activity.desc()).limit(bindparam("b_limit"))
+        if search:
+            query = query.where(func.lower(table.c.title).like(bindparam("b_pattern"), escape="\\"))
+        if cursor:
+            query = query.where(table.c.activity < bindparam("b_before"))
+        _LISTS[(search, cursor)] = query
+    return _LISTS[(search, cursor)]
+
+
 class ConversationStore:
     """Read and manage the conversation catalog that the persister keeps up to date."""
 
@@ -82,12 +98,13 @@ class ConversationStore:
     # ---- conversations ------------------------------------------------------------------------
     def list(self, search: str = "", limit: int = 50, before_activity: int | None = None) -> list[ConversationSummary]:
         """Newest activity first; `before_activity` is the cursor for the next page."""
-        query = select(Conversation).order_by(Conversation.activity.desc()).limit(limit)
+        params: dict[str, Any] = {"b_limit": limit}
         if search.strip():
-            query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
+            params["b_pattern"] = _like_pattern(search.strip())
         if before_activity is not None:
-            query = query.where(Conversation.activity < before_activity)
-        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query)])
+            params["b_before"] = before_activity
+        query = _list_statement("b_pattern" in params, "b_before" in params)
+        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query, params)])
 
     def count(self, search: str = "") -> int:
         query = select(func.count()).select_from(Conversation)
@@ -127,6 +144,35 @@ class ConversationStore:
         existed = self._run(work, write=True)
         self.persister.forget(key)
         return existed
+
+    def vacuum(self, full: bool = False) -> None:
+        """Gives the space of deleted conversations back to the operating system.
+
+        A delete frees its pages for later saves, but the file does not shrink by itself. SQLite:
+        VACUUM rewrites the whole file (about a second per 100 MB, writers wait meanwhile).
+        PostgreSQL: autovacuum already makes deleted rows reusable; `full=True` runs VACUUM FULL,
+        which returns the space to the OS but locks each table while it is rewritten.
+        """
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        raw = self.engine.raw_connection()
+        try:
+            self._vacuum(raw.driver_connection, full)
+        except dbapi_error as exc:
+            raise StorageError(f"Could not vacuum the database at {self.persister.url}: {exc}") from exc
+        finally:
+            raw.close()
+
+    def _vacuum(self, connection: Any, full: bool) -> None:
+        if self.engine.dialect.name == "sqlite":
+            connection.execute("VACUUM")  # the pool's SQLite connections run outside transactions
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        connection.autocommit = True  # VACUUM cannot run inside a transaction
+        try:
+            for table in reversed(TABLES):
+                connection.execute(f"VACUUM {'FULL ' if full else ''}{table.name}")
+        finally:
+            connection.autocommit = False
 
     # ---- branches and snapshots --------------------------------------------------------------
     def branches(self, partition_key: str | None) -> list[BranchSummary]:
