@@ -82,3 +82,9 @@ def test_a_database_outage_after_start_shows_help_and_recovers(make_app, monkeyp
     ok(button(at, "Try again").click().run())
     assert not at.error
     assert messages(at)[-1] == ("assistant", "Echo: before the outage")
+
+
+def test_settings_come_from_secrets_toml_too(app):
+    app.secrets["BURROW_MODEL"] = "model-from-secrets"
+    ok(app.run())
+    assert any("model-from-secrets via" in m.value and "badge" in m.value for m in app.markdown)
