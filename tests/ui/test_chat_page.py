@@ -79,6 +79,7 @@ def test_a_too_long_message_is_refused_with_the_limit(app, monkeypatch, llm_serv
     ok(app.run())
     ok(app.chat_input[0].set_value("x" * 25).run())
     assert "the limit is 20" in app.warning[0].value
+    assert app.code[0].value == "x" * 25  # what was typed stays on the page
     assert messages(app) == []
     assert llm_server.requests == []
 

@@ -74,6 +74,9 @@ def send(service: ChatService, selection: Selection, view: ConversationView, pro
         turn = service.send(selection.partition_key, prompt, selection.app_id, expected_messages=len(view.messages))
     except InputError as exc:
         st.warning(str(exc), icon=":material/edit_note:")
+        if prompt.strip():  # the input box is cleared on send: keep the text within reach
+            with st.expander("Your message, to copy and shorten"):
+                st.code(prompt, language=None, wrap_lines=True)
         return
     run_turn(turn, selection, prompt)
 
