@@ -121,3 +121,19 @@ def test_no_burr_link_when_tracking_is_off(app, monkeypatch):
 def test_history_without_any_conversation_points_to_chat(app):
     at = _history(app)
     assert "No saved steps yet" in at.info[0].value
+
+
+def test_history_opened_directly_shows_the_most_recent_conversation(make_app, seed):
+    seed("older one")
+    newest = seed("newest one")
+    at = _history(make_app())
+    assert at.query_params["c"] == newest
+    assert any("newest one" in c.value for c in at.caption)
+
+
+def test_new_chat_from_the_history_page_opens_the_chat_page(app, seed):
+    seed("something")
+    at = _history(app)
+    ok(button(at, "New chat").click().run())
+    assert at.chat_input and messages(at) == []
+    assert not at.title  # the History title is gone: this is the Chat page
