@@ -205,6 +205,7 @@ def test_a_second_writer_continues_a_branch_correctly(persister, db_url):
         save(persister, 3, {"chat_history": [user("1"), user("2"), user("3"), user("4")], "big": BIG + "!"})
         save(other, 4, {"chat_history": [user("rewritten")], "big": BIG, "small": 5})  # not an append
         save(persister, 5, {"chat_history": [user("rewritten"), user("6")], "big": BIG, "small": 6})
+        save(other, 6, {"chat_history": [user("edited"), user("6"), user("7")], "big": BIG})  # longer, new prefix
         fresh = SQLAlchemyPersister.from_url(db_url)
         try:
             for seq, state in expected.items():
@@ -213,6 +214,31 @@ def test_a_second_writer_continues_a_branch_correctly(persister, db_url):
             fresh.engine.dispose()
     finally:
         other.engine.dispose()
+
+
+LIST_EDITS = [
+    [user("a")],
+    [user("a"), user("b")],                      # appended
+    [user("a"), user("B!")],                     # same length, last item changed
+    [user("A!"), user("B!"), user("c")],         # longer, first item changed
+    [user("A!")],                                # shortened
+    [],                                          # emptied
+    [user(str(i)) for i in range(70)],           # many items at once
+    [user(str(i)) for i in range(71)],
+    [user(str(i)) for i in range(69)] + [user("x"), user("y")],  # same prefix minus one, then new
+]
+
+
+def test_every_kind_of_list_change_round_trips(persister, db_url):
+    for seq, history in enumerate(LIST_EDITS):
+        save_turn(persister, "c", "a", seq, history)
+        assert persister.load("c", "a")["state"]["chat_history"] == history, f"step {seq}"
+    fresh = SQLAlchemyPersister.from_url(db_url)
+    try:
+        for seq, history in enumerate(LIST_EDITS):
+            assert fresh.load("c", "a", seq)["state"]["chat_history"] == history, f"step {seq}"
+    finally:
+        fresh.engine.dispose()
 
 
 # ---- the conversation catalog ---------------------------------------------------------------
