@@ -24,7 +24,7 @@ from burr.core.application import PRIOR_STEP
 
 from core.actions import REFUSED, STOPPED
 from core.app import build_application
-from core.conversations import ConversationStore
+from core.conversations import ConversationStore, is_valid_conversation_id
 from core.llm import ChatModel, LLMError, build_model
 from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
@@ -53,6 +53,14 @@ def clean_message(text: str | None, max_chars: int) -> str:
     if len(text) > max_chars:
         raise InputError(f"Your message has {len(text):,} characters; the limit is {max_chars:,}. Shorten it and send again.")
     return text
+
+
+def valid_id(partition_key: str) -> str:
+    """The same ids work on every database: a NUL, a lone surrogate or 300 characters would not."""
+    if not is_valid_conversation_id(partition_key):
+        raise InputError(f"{partition_key!r:.60} is not a valid conversation id: use letters, digits and "
+                         "- _ . : only, at most 128 characters.")
+    return partition_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +264,7 @@ class ChatService:
 
     def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
         """The latest state of a branch (default: the most recent one); empty for a new conversation."""
-        data = self.persister.load(partition_key, app_id)
+        data = self.persister.load(valid_id(partition_key), app_id)
         if data is None:
             return ConversationView(partition_key, app_id, [], None, None)
         failed = data["position"] if data["status"] == "failed" else None
@@ -267,15 +275,16 @@ class ChatService:
     def send(self, partition_key: str, text: str, app_id: str | None = None,
              expected_messages: int | None = None) -> Turn:
         """Starts a turn with the user's message; raises InputError for a message that cannot be sent."""
-        return Turn(self, partition_key, app_id, clean_message(text, self.settings.max_message_chars), expected_messages)
+        return Turn(self, valid_id(partition_key), app_id, clean_message(text, self.settings.max_message_chars),
+                    expected_messages)
 
     def retry(self, partition_key: str, app_id: str | None = None) -> Turn:
         """Re-runs the step that failed (or finishes a turn a fork started midway)."""
-        return Turn(self, partition_key, app_id, None)
+        return Turn(self, valid_id(partition_key), app_id, None)
 
     def fork(self, partition_key: str, app_id: str, sequence_id: int) -> str:
         """Starts a new branch from a snapshot (Burr's fork_from_*) and saves it, so it opens at once."""
-        source = self.persister.load(partition_key, app_id, sequence_id)
+        source = self.persister.load(valid_id(partition_key), app_id, sequence_id)
         if source is None:
             raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
         app = self.application(partition_key, None, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
