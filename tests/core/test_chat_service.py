@@ -278,3 +278,71 @@ def test_conversation_catalog_follows_turns(service):
     assert summary.title == "What is a burrow?"
     assert summary.message_count == 2
     assert summary.latest_app_id == service.open(pk).app_id
+
+
+def test_reply_cut_off_mid_stream_fails_the_turn_and_keeps_no_partial(remote_service, llm_server):
+    llm_server.reply = "one two three four five"
+    llm_server.break_after_chunks = 2
+    pk = remote_service.new_conversation_id()
+    turn = remote_service.send(pk, "go")
+    received = list(turn)
+    assert received == ["one", " two"]
+    assert turn.outcome == "failed" and turn.error.kind == "stream_broken"
+    view = remote_service.open(pk)
+    assert view.messages == [{"role": "user", "content": "go"}] and view.failed_step == "ai_response"
+    llm_server.break_after_chunks = None
+    retry = remote_service.retry(pk, view.app_id)
+    assert "".join(retry) == "one two three four five" and retry.outcome == "answered"
+
+
+def test_moderation_failure_fails_at_safety_check_and_retry_finishes(make_service, llm_server):
+    settings = Settings(openai_base_url=llm_server.base_url, openai_api_key="sk-test", max_retries=0)
+    service = make_service(OpenAIChatModel(settings), use_moderation=True, openai_api_key="sk-test",
+                           openai_base_url=llm_server.base_url)
+    llm_server.fail_next(503)  # taken by the moderation call
+    pk = service.new_conversation_id()
+    turn = service.send(pk, "hello")
+    assert list(turn) == [] and turn.outcome == "failed" and turn.error.kind == "server"
+    view = service.open(pk)
+    assert view.failed_step == "safety_check" and roles(view) == ["user"]
+    assert llm_server.requests == []  # the model was never asked
+    llm_server.reply = "moderated hello"
+    retry = service.retry(pk, view.app_id)
+    assert "".join(retry) == "moderated hello" and retry.outcome == "answered"
+    assert roles(service.open(pk)) == ["user", "assistant"]
+    assert len(llm_server.moderation_requests) == 2
+
+
+def test_timeout_fails_the_turn_with_a_message_to_act_on(make_service, llm_server):
+    settings = Settings(openai_base_url=llm_server.base_url, openai_api_key="sk-test", max_retries=0,
+                        request_timeout=0.3)
+    service = make_service(OpenAIChatModel(settings))
+    llm_server.first_byte_delay = 1.5
+    turn = service.send("slow", "anyone there?")
+    assert list(turn) == []
+    assert turn.outcome == "failed" and turn.error.kind == "timeout"
+    assert service.open("slow").messages == [{"role": "user", "content": "anyone there?"}]
+
+
+def test_two_threads_sending_to_one_conversation_take_turns(remote_service, llm_server):
+    import threading
+
+    llm_server.chunk_delay = 0.005
+    pk = remote_service.new_conversation_id()
+    outcomes: list[str | None] = []
+
+    def send(text: str) -> None:
+        turn = remote_service.send(pk, text)
+        list(turn)
+        outcomes.append(turn.outcome)
+
+    threads = [threading.Thread(target=send, args=(f"message {i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == ["answered", "answered"]
+    messages = remote_service.open(pk).messages
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    for question, answer in (messages[0:2], messages[2:4]):
+        assert answer["content"] == f"Echo: {question['content']}"  # each reply follows its own question
