@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
+from pytest_postgresql.executors import PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy.engine import URL
 
 from tests.e2e.pages import API_KEY, MODEL_NAME, save_screenshot
 from tests.support.net import free_port, log_tail, wait_http_ok
@@ -140,8 +144,13 @@ class ServerFactory:
         self.servers.append(server)
         return server.start() if start else server
 
-    def stop_all(self) -> None:
-        for server in self.servers:
+    def stop_all(self, servers: list[StreamlitServer] | None = None) -> None:
+        """Stops servers in parallel (each graceful shutdown takes a couple of seconds)."""
+        servers = self.servers if servers is None else servers
+        for server in servers:
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.terminate()
+        for server in servers:
             server.stop()
 
 
@@ -151,6 +160,21 @@ def streamlit_factory(tmp_path_factory, fake_openai) -> Iterator[ServerFactory]:
     factory = ServerFactory(tmp_path_factory, fake_openai.base_url)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_pg_url(postgresql_proc: PostgreSQLExecutor) -> Iterator[str]:
+    """A fresh PostgreSQL database shared by one module's tests, so its servers boot only once."""
+    dbname = f"burrow_e2e_{uuid.uuid4().hex[:12]}"
+    janitor = DatabaseJanitor(user=postgresql_proc.user, host=postgresql_proc.host, port=postgresql_proc.port,
+                              dbname=dbname, template_dbname=postgresql_proc.template_dbname,
+                              maintenance_dbname=postgresql_proc.maintenance_dbname,
+                              password=postgresql_proc.password)
+    url = URL.create("postgresql+psycopg", username=postgresql_proc.user,
+                     password=postgresql_proc.password or None, host=postgresql_proc.host,
+                     port=int(postgresql_proc.port), database=dbname)
+    with janitor:
+        yield url.render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="module")

@@ -170,8 +170,8 @@ def test_fork_from_an_earlier_step_and_keep_chatting(page: Page, app_server):
     expect_no_traceback(page)
 
 
-def test_everything_survives_a_server_restart(page: Page, streamlit_factory):
-    server = streamlit_factory("restart")
+def test_everything_survives_a_server_restart(page: Page, app_server):
+    server = app_server  # same port, database and tracker folder after the restart
     first_text, second_text = f"Before restart {tag()}", f"Also kept {tag()}"
     first = start_conversation(page, server.url, first_text, "One more turn")
     second = start_conversation(page, server.url, second_text)

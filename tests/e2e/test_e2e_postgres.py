@@ -15,15 +15,14 @@ from tests.e2e.pages import (
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
-@pytest.fixture
-def two_servers(streamlit_factory, pg_url):
+@pytest.fixture(scope="module")
+def two_servers(streamlit_factory, module_pg_url):
     """Two app processes on one fresh PostgreSQL database, booted in parallel; stopped before it is dropped."""
-    servers = [streamlit_factory(name, database_url=pg_url, start=False).spawn() for name in ("pg-a", "pg-b")]
+    servers = [streamlit_factory(name, database_url=module_pg_url, start=False).spawn() for name in ("pg-a", "pg-b")]
     for server in servers:
         server.wait_healthy()
     yield servers
-    for server in servers:
-        server.stop()
+    streamlit_factory.stop_all(servers)
 
 
 def test_two_server_processes_share_and_continue_one_conversation(page: Page, context, two_servers):
