@@ -12,12 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from core.persistence import SQLAlchemyPersister, StorageError, storage_key
+from core.persistence import SQLAlchemyPersister, StorageError, plain_text, storage_key
 from core.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
 
 MAX_TITLE_CHARS = 200
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +59,8 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def _plain(text: str) -> str:
-    """Text every database stores: broken Unicode replaced, control characters (NUL too) removed."""
-    return _CONTROL_CHARS.sub("", text.encode("utf-8", "replace").decode("utf-8"))
-
-
 def _like_pattern(text: str) -> str:
-    escaped = _plain(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = plain_text(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped.lower()}%"
 
 
@@ -124,7 +118,7 @@ class ConversationStore:
 
     def rename(self, partition_key: str | None, title: str) -> None:
         """Sets a custom title (trimmed, at most 200 characters); an empty one restores the default."""
-        title = " ".join(_plain(title).split())[:MAX_TITLE_CHARS]
+        title = " ".join(plain_text(title).split())[:MAX_TITLE_CHARS]
         key = storage_key(partition_key)
 
         def work(conn: Connection) -> None:

@@ -7,6 +7,7 @@ moves the branch's pointers and updates the conversation catalog. A step saved t
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from core.statecodec import Manifest, encode
 from core.stateserde import Remembered, deserialize_state, serialize_state
 
 TITLE_CHARS = 80
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds; the driver's `timeout` sets SQLite's busy_timeout
 NO_PARTITION = ""  # Burr allows partition_key=None; it is stored as the empty string
 
@@ -270,11 +272,16 @@ def _conflict_message(app_id: str, sequence_id: int) -> str:
             "(another tab or server). Reload the conversation to continue from its latest state.")
 
 
+def plain_text(text: str) -> str:
+    """Text every database stores: broken Unicode replaced, control characters (NUL too) removed."""
+    return _CONTROL_CHARS.sub("", text.encode("utf-8", "replace").decode("utf-8"))
+
+
 def _catalog_facts(serialized: dict) -> tuple[int, str | None]:
     """Message count and default title (start of the first user message) from a serialized state."""
     history = serialized.get("chat_history") or []
     first = next((m.get("content", "") for m in history if isinstance(m, dict) and m.get("role") == "user"), None)
-    title = " ".join(str(first).split())[:TITLE_CHARS] if first else None
+    title = " ".join(plain_text(str(first)).split())[:TITLE_CHARS] if first else None
     return len(history), title or None
 
 

@@ -261,6 +261,14 @@ def test_title_defaults_to_the_start_of_the_first_user_message(persister, store)
     assert store.get("missing") is None
 
 
+def test_title_of_a_first_message_with_control_characters(persister, store):
+    """The state keeps the text exactly; the title (a text column, no NUL on PostgreSQL) drops them."""
+    history = [user("nul\x00 and\x07 bell\x1b[0m")]
+    save_turn(persister, "c", "a", 0, history)
+    assert persister.load("c", "a")["state"]["chat_history"] == history
+    assert store.get("c").title == "nul and bell[0m"
+
+
 def test_rename_survives_saves_and_empty_restores_the_default(persister, store):
     save_turn(persister, "c", "a", 0, [user("original question")])
     store.rename("c", "  My   trip  ")
