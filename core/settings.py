@@ -61,9 +61,16 @@ class Settings:
     ) -> "Settings":
         """Reads the environment (default: os.environ) over `secrets`; raises SettingsError on bad values."""
         env = os.environ if environ is None else environ
-        merged: dict[str, str] = {k: str(v) for k, v in (secrets or {}).items() if not isinstance(v, Mapping)}
+        merged = {k: _secret_text(v) for k, v in (secrets or {}).items() if not isinstance(v, Mapping)}
         merged.update({k: v for k, v in env.items() if k in _FIELDS})
         return cls(**{_FIELDS[k][0]: _FIELDS[k][1](k, v) for k, v in merged.items() if k in _FIELDS})
+
+
+def _secret_text(value: Any) -> str:
+    """A secrets.toml value as the environment would spell it (a TOML array of words -> "a,b")."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def read_secrets_file(path: Path) -> dict[str, Any]:

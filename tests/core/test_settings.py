@@ -90,6 +90,12 @@ def test_secrets_fill_in_and_environment_wins():
     assert not settings.offline
 
 
+def test_secrets_toml_array_of_blocked_words(tmp_path: Path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('BURROW_BLOCKED_WORDS = ["Unsafe", "evil "]\n', encoding="utf-8")
+    assert Settings.load({}, secrets=read_secrets_file(secrets)).blocked_words == ("unsafe", "evil")
+
+
 def test_invalid_secret_value_names_the_variable():
     with pytest.raises(SettingsError, match="BURROW_MAX_RETRIES"):
         Settings.load({}, secrets={"BURROW_MAX_RETRIES": "lots"})
