@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import operator
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -120,12 +121,21 @@ def _same_json(old: Any, new: Any, new_raw: bytes) -> bool:
     return old == new and dumps(old) == new_raw
 
 
+def _starts_with(value: list, prefix: list) -> bool:
+    """`value` begins with exactly the items of `prefix`: the same objects (the persister's cache
+    shares them, a C-speed check), or else the same JSON (after a cache miss; == alone would
+    take 1, 1.0 and True for one another)."""
+    if len(prefix) > len(value):
+        return False
+    head = value[: len(prefix)]
+    return all(map(operator.is_, head, prefix)) or (head == prefix and dumps(head) == dumps(prefix))
+
+
 def _encode_list(
     out: EncodedSnapshot, key: str, value: list, sequence_id: int, previous: Any, prev_entry: list[int] | None
 ) -> None:
     """Appended items go into a new small chunk, or with the pending ones into one sealed chunk."""
-    appended = (prev_entry is not None and isinstance(previous, list) and len(previous) <= len(value)
-                and value[: len(previous)] == previous)
+    appended = prev_entry is not None and isinstance(previous, list) and _starts_with(value, previous)
     if appended:
         generation, start, sealed = prev_entry[0], len(previous), prev_entry[2]
     else:
