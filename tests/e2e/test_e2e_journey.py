@@ -91,7 +91,14 @@ def test_new_chat_then_switch_back_through_the_sidebar(page: Page, app_server):
     expect(messages(page).first).to_contain_text(first_text)
     expect(messages(page)).to_have_count(2)
     expect(page).to_have_url(re.compile(f"c={first}"))
-    expect(page.get_by_text(second_text, exact=True).and_(page.get_by_test_id("stMarkdownContainer"))).to_have_count(0)
+    expect(messages(page).filter(has_text=second_text)).to_have_count(0)
+    wait_idle(page)
+
+    search = sidebar(page).get_by_role("textbox", name="Search conversations")
+    search.fill(second_text.split()[-1])  # the random tag: only the second conversation matches
+    search.press("Enter")
+    expect(conversation_button(page, first)).to_have_count(0)
+    expect(conversation_button(page, second)).to_be_visible()
     wait_idle(page)
 
 
@@ -120,6 +127,7 @@ def test_history_page_lists_every_step(page: Page, app_server):
     expect(page.get_by_test_id("stDataFrame")).to_be_visible()
     wait_idle(page)
     assert conversation_id(page) == key, "the History page lost the selected conversation"
+    save_screenshot(page, "03-history")
     rows = history_rows(page)
     assert [(r["Step"], r["Action"], r["Status"]) for r in rows] == [
         ("0", "human_input", "completed"), ("1", "safety_check", "completed"), ("2", "ai_response", "completed"),
@@ -127,8 +135,13 @@ def test_history_page_lists_every_step(page: Page, app_server):
     ]
     expect(page.get_by_text("Step 5: ai_response")).to_be_visible()
     expect(page.get_by_test_id("stGraphVizChart")).to_be_visible()
-    save_screenshot(page, "03-history")
     expect_no_traceback(page)
+
+    nav_to(page, "Chat")  # and back: the navigation keeps the conversation
+    expect(messages(page)).to_have_count(4)
+    expect(messages(page).first).to_contain_text("History check")
+    wait_idle(page)
+    assert conversation_id(page) == key
 
 
 def pick_snapshot(page: Page, step: int, action: str) -> None:
