@@ -102,6 +102,18 @@ def test_failed_turn_keeps_the_user_message_and_can_be_retried(remote_service, l
     assert roles(remote_service.open(pk)) == ["user", "assistant", "user", "assistant"]
 
 
+def test_retry_with_nothing_to_retry_changes_nothing(service):
+    pk = service.new_conversation_id()
+    list(service.send(pk, "hi"))
+    before = service.open(pk)
+    for target in (pk, service.new_conversation_id()):  # answered already; never written
+        turn = service.retry(target, None)
+        assert list(turn) == []
+        assert turn.outcome == "answered" and turn.error is None and turn.notice
+    after = service.open(pk)
+    assert (after.sequence_id, after.messages) == (before.sequence_id, before.messages)
+
+
 def test_sending_after_a_failure_moves_on_without_retrying(remote_service, llm_server):
     pk = remote_service.new_conversation_id()
     llm_server.fail_next(500)
