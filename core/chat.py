@@ -105,10 +105,14 @@ class Turn:
 
     def _run(self) -> Iterator[str]:
         try:
-            action, container = self._start()
+            started = self._start()
         except (LLMError, StorageError) as exc:
             self._fail(exc)
             return
+        if started is None:  # a retry, but the step already finished (a double click, another tab)
+            self.outcome, self.notice = "answered", "Nothing to retry: this conversation already has its reply."
+            return
+        action, container = started
         finished = False
         stream = iter(container)  # held here so an early exit does not close (and fail) Burr's stream
         try:
@@ -154,7 +158,7 @@ class Turn:
         worker.start()
         worker.join()
 
-    def _start(self) -> tuple:
+    def _start(self) -> tuple | None:
         """Steps to the reply action, replaying once on top of the latest state after a conflict."""
         for attempt in range(2):
             app = self.service.application(self.partition_key, self.app_id, cancel=self.cancel)
@@ -190,8 +194,11 @@ class Turn:
             self.notice = "This conversation was answering in another tab or window; your message was added after that reply."
         return waited
 
-    def _step_to_reply(self, app: Application) -> tuple:
-        if self.prompt is None:  # a retry of the failed step
+    def _step_to_reply(self, app: Application) -> tuple | None:
+        if self.prompt is None:  # a retry of the failed step; None when nothing is left to run
+            next_action = app.get_next_action()
+            if next_action is None or next_action.name == "human_input":
+                return None
             return app.stream_result(halt_after=REPLY_ACTIONS)
         history = app.state.get("chat_history", [])
         if self.expected_messages is not None and len(history) != self.expected_messages and self.notice is None:
