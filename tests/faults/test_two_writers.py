@@ -221,3 +221,17 @@ def test_a_save_that_keeps_losing_fails_readably(make_service):
     assert turn_a.outcome == "failed" and isinstance(turn_a.error, StorageError)
     assert "another writer" in str(turn_a.error) and "Reload" in str(turn_a.error)
     assert "from A" not in [m["content"] for m in b.open(pk).messages]
+
+
+@pytest.mark.timeout(60)  # mistaking the fork for a turn under way would wait 2 x 60 s
+def test_a_branch_forked_from_inside_a_turn_is_not_taken_for_a_busy_writer(make_service):
+    service = make_service(BURROW_REQUEST_TIMEOUT="60")
+    pk = service.new_conversation_id()
+    first = service.send(pk, "first")
+    list(first)
+    branch = service.fork(pk, first.app_id, 1)  # after the safety check, before the reply
+    assert service.open(pk, branch).pending_step == "reply"
+    turn = service.send(pk, "on the new branch", app_id=branch)
+    assert "".join(turn) == "Echo: on the new branch" and turn.notice is None
+    assert [m["content"] for m in service.open(pk, branch).messages] == [
+        "first", "on the new branch", "Echo: on the new branch"]
