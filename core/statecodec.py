@@ -34,20 +34,40 @@ def dumps(value: Any) -> bytes:
 
 @dataclasses.dataclass
 class Manifest:
-    """Where each key of one snapshot's state lives."""
+    """Where each key of one snapshot's state lives, in the state's own key order.
+
+    Stored as one JSON object in key order: {key: ["i", value] | ["v", sequence_id of its row]
+    | ["l", generation, length, sealed]}; a list's items [0, sealed) are in sealed chunks.
+    """
 
     inline: dict[str, Any] = dataclasses.field(default_factory=dict)
     values: dict[str, int] = dataclasses.field(default_factory=dict)  # key -> sequence_id of its row
-    # key -> [generation, length, sealed]: items [0, sealed) are in sealed chunks, the rest in small ones
-    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # key -> [generation, length, sealed]
+    order: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps({"i": self.inline, "v": self.values, "l": self.lists}, separators=(",", ":"))
+        where: dict[str, list] = {}
+        for key in self.order:
+            if key in self.inline:
+                where[key] = ["i", self.inline[key]]
+            elif key in self.values:
+                where[key] = ["v", self.values[key]]
+            else:
+                where[key] = ["l", *self.lists[key]]
+        return json.dumps(where, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
-        raw = json.loads(text)
-        return cls(inline=raw["i"], values=raw["v"], lists=raw["l"])
+        manifest = cls()
+        for key, (kind, *rest) in json.loads(text).items():
+            manifest.order.append(key)
+            if kind == "i":
+                manifest.inline[key] = rest[0]
+            elif kind == "v":
+                manifest.values[key] = rest[0]
+            else:
+                manifest.lists[key] = rest
+        return manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +122,7 @@ def encode(
     prev_manifest = prev_manifest or Manifest()
     out = EncodedSnapshot(Manifest(), [], [], [])
     for key, value in state.items():
+        out.manifest.order.append(key)
         if isinstance(value, list):
             _encode_list(out, key, value, sequence_id, previous.get(key), prev_manifest.lists.get(key))
             continue
@@ -178,7 +199,7 @@ def decode(
         state[key] = items
         if needs_serde:
             marked.add(key)
-    return state, marked
+    return {key: state[key] for key in manifest.order}, marked
 
 
 def _read_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) -> tuple[list, bool]:
