@@ -229,3 +229,10 @@ def test_a_list_item_changing_type_between_equal_values_is_a_change():
     rows.save(1, {"scores": [True, 2, 3]})
     assert [type(x) for x in rows.load(1)["scores"]] == [bool, int, int]
     assert rows.load(0)["scores"] == [1, 2]
+
+
+def test_a_decoded_state_keeps_the_key_order_of_the_saved_one():
+    rows = Rows()
+    state = {"z_list": [msg(0)], "a_big": BIG, "m_small": 1, "b_list": []}
+    rows.save(0, state)
+    assert list(rows.load(0)) == list(state)

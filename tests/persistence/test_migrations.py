@@ -21,7 +21,7 @@ from core.llm import LLMError
 from core.migrations import LATEST, V1_CONVERSATIONS, V1_SNAPSHOTS, applied_versions, apply_migrations
 from core.persistence import SnapshotConflictError, SQLAlchemyPersister, create_burrow_engine
 from core.schema import TABLES
-from tests.persistence.test_storage_format import ScriptedModel, canonical, run_turns, stored_payload
+from tests.persistence.test_storage_format import ScriptedModel, exact, run_turns, stored_payload
 
 
 class V1Persister(BaseStatePersister):
@@ -136,7 +136,7 @@ def test_a_v1_database_upgrades_in_place_with_every_snapshot_intact(engine):
     for (key, app_id, seq), (state_json, position, status) in saved.items():
         loaded = persister.load(key, app_id, seq)
         assert (loaded["position"], loaded["status"]) == (position, status)
-        assert canonical(loaded["state"].serialize()) == canonical(json.loads(state_json)), (key, app_id, seq)
+        assert exact(loaded["state"].serialize()) == exact(json.loads(state_json)), (key, app_id, seq)
 
     store = ConversationStore(persister)
     assert [(c.partition_key, c.title, c.message_count, c.latest_app_id) for c in store.list()] == listing
