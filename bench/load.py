@@ -194,18 +194,20 @@ def _answered_right_after(messages: list[dict], index: int, text: str) -> bool:
     return following.get("role") == "assistant" and following.get("content", "").startswith(f"Reply to [{text}]")
 
 
-def model_call_alone_ms(base_url: str, spec: ModelSpec, calls: int = 20) -> float:
-    """Median added time of the bare model call (openai client + fake server), one at a time, no Burrow."""
+def model_call_alone_ms(base_url: str, spec: ModelSpec, calls: int = 20) -> tuple[float, float]:
+    """(median added ms, CPU ms per call) of the bare model call (openai client + fake server), no Burrow."""
     from core.llm import OpenAIChatModel
 
     model = OpenAIChatModel(Settings(openai_base_url=base_url, openai_api_key="sk-load-test", max_retries=0))
-    samples = []
+    "".join(model.stream([{"role": "user", "content": "warm-up"}]))  # first use builds the SDK's types
+    samples, cpu_before = [], time.process_time()
     for index in range(calls):
         began = time.perf_counter()
         "".join(model.stream([{"role": "user", "content": question(-1, index)}]))
         samples.append((time.perf_counter() - began - spec.own_seconds) * 1000)
+    cpu_ms = (time.process_time() - cpu_before) * 1000 / calls
     model.client.close()
-    return statistics.median(samples)
+    return statistics.median(samples), cpu_ms
 
 
 # ---- one database ------------------------------------------------------------------------------------
@@ -250,10 +252,11 @@ def added_ms(samples: list[Sample], spec: ModelSpec) -> list[float]:
     return [(s.seconds - spec.own_seconds) * 1000 for s in samples if s.outcome == "answered"]
 
 
-def report(results: list[Result], spec: ModelSpec, args: argparse.Namespace, alone_ms: float) -> None:
+def report(results: list[Result], spec: ModelSpec, args: argparse.Namespace, alone: tuple[float, float]) -> None:
     print(f"model: fixed {spec.own_seconds * 1000:.0f} ms per reply ({spec.first_byte * 1000:.0f} ms to first byte, "
           f"{spec.chunks} chunks {spec.chunk_delay * 1000:.0f} ms apart); tracker {'on' if args.tracker else 'off'}")
-    print(f"the bare model call (openai client + fake server, no Burrow, one at a time) adds {alone_ms:.1f} ms (median)")
+    print(f"the bare model call (openai client + fake server, no Burrow, one at a time) adds {alone[0]:.1f} ms "
+          f"(median) and costs {alone[1]:.1f} ms CPU here")
     print(f"{'backend':<9}{'users':>6}{'shared':>7}{'turns':>7}{'turns/s':>9}{'own p50':>9}{'own p99':>9}"
           f"{'shared p50':>11}{'shared p99':>11}{'cpu/turn':>9}{'errors':>8}{'lost':>6}{'misplaced':>10}")
     for r in results:
@@ -300,13 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="burrow-load-") as tmp, fake_model(spec) as base_url, \
             postgres_url(args) as pg_url:
         workdir = Path(tmp)
-        alone_ms = model_call_alone_ms(base_url, spec)
+        alone = model_call_alone_ms(base_url, spec)
         backends = [] if args.no_sqlite else [("sqlite", f"sqlite:///{workdir / 'load.db'}", args.sqlite_users)]
         backends += [("postgres", pg_url, args.pg_users)] if pg_url else []
         for backend, url, users in backends:
             plan = Plan(users, args.turns, min(args.shared, users), args.max_seconds)
             results.append(run_backend(backend, url, plan, base_url, args, workdir))
-    report(results, spec, args, alone_ms)
+    report(results, spec, args, alone)
     return 1 if any(r.errors or r.lost or r.misplaced for r in results) else 0
 
 

@@ -235,3 +235,30 @@ def test_a_branch_forked_from_inside_a_turn_is_not_taken_for_a_busy_writer(make_
     assert "".join(turn) == "Echo: on the new branch" and turn.notice is None
     assert [m["content"] for m in service.open(pk, branch).messages] == [
         "first", "on the new branch", "Echo: on the new branch"]
+
+
+def test_a_tab_that_waits_too_long_for_the_other_is_told_and_stores_nothing(make_service, llm_server):
+    """Same server: the second tab waits for the first tab's turn at most 2 x the model timeout."""
+    service = make_service(BURROW_REQUEST_TIMEOUT="0.3")  # the queue gives up after 0.6 s
+    pk = service.new_conversation_id()
+    llm_server.reply, llm_server.chunk_delay = LONG, 0.1  # 3 s of streaming, each chunk within the timeout
+    first, streaming = service.send(pk, "long one"), threading.Event()
+
+    def tab_one() -> str:
+        pieces = []
+        for piece in first:
+            pieces.append(piece)
+            streaming.set()
+        return "".join(pieces)
+
+    thread, box = run_in_thread(tab_one)
+    assert streaming.wait(30)
+    second = service.send(pk, "me too")
+    assert list(second) == [] and second.outcome == "failed"
+    assert "still answering in another tab" in str(second.error)
+    thread.join(30)
+    assert box.get("result") == LONG and first.outcome == "answered"
+    assert [m["content"] for m in service.open(pk).messages] == ["long one", LONG]  # "me too" not half-stored
+    llm_server.reset()
+    again = service.send(pk, "me too")
+    assert "".join(again) == "Echo: me too" and again.outcome == "answered"
