@@ -68,12 +68,14 @@ class Sample:
     outcome: str
     error: str | None
     shared: bool
+    ended: float  # time.perf_counter() when the turn finished
 
 
 @dataclasses.dataclass
 class Result:
     backend: str
     plan: Plan
+    began: float
     wall: float
     cpu: float  # seconds of CPU this process used during the run (all threads)
     samples: list[Sample]
@@ -83,6 +85,11 @@ class Result:
     @property
     def errors(self) -> list[Sample]:
         return [s for s in self.samples if s.outcome != "answered"]
+
+    def own_turns_per_second(self) -> float:
+        """Throughput of the own-conversation users alone: the shared conversation's queue is a tail."""
+        own = [s for s in self.samples if not s.shared and s.outcome == "answered"]
+        return len(own) / (max(s.ended for s in own) - self.began) if own else float("nan")
 
 
 # ---- the model, in a process of its own ----------------------------------------------------------
@@ -144,10 +151,11 @@ def user_loop(service: ChatService, user: int, conversation: str, plan: Plan, de
             outcome, error = turn.outcome or "failed", None if turn.error is None else str(turn.error)
         except Exception as exc:  # noqa: BLE001 - a load test counts every failure, whatever it is
             outcome, error = "crashed", f"{type(exc).__name__}: {exc}"
-        samples.append(Sample(user, conversation, text, time.perf_counter() - began, outcome, error, shared))
+        ended = time.perf_counter()
+        samples.append(Sample(user, conversation, text, ended - began, outcome, error, shared, ended))
 
 
-def run_users(service: ChatService, plan: Plan) -> tuple[float, list[Sample]]:
+def run_users(service: ChatService, plan: Plan) -> tuple[float, float, list[Sample]]:
     samples: list[Sample] = []
     shared_conversation = service.new_conversation_id()
     start = threading.Barrier(plan.users)
@@ -163,7 +171,7 @@ def run_users(service: ChatService, plan: Plan) -> tuple[float, list[Sample]]:
         thread.start()
     for thread in threads:
         thread.join(max(1.0, deadline - time.monotonic() + 120))
-    return time.perf_counter() - began, samples
+    return began, time.perf_counter() - began, samples
 
 
 # ---- the check: is every message there? --------------------------------------------------------
@@ -219,12 +227,12 @@ def run_backend(backend: str, database_url: str, plan: Plan, base_url: str, args
     service = ChatService.from_settings(settings)
     try:
         cpu_before = time.process_time()
-        wall, samples = run_users(service, plan)
+        began, wall, samples = run_users(service, plan)
         cpu = time.process_time() - cpu_before
     finally:
         service.persister.engine.dispose()
     lost, misplaced = find_losses(database_url, samples)
-    return Result(backend, plan, wall, cpu, samples, lost, misplaced)
+    return Result(backend, plan, began, wall, cpu, samples, lost, misplaced)
 
 
 @contextlib.contextmanager
@@ -257,15 +265,16 @@ def report(results: list[Result], spec: ModelSpec, args: argparse.Namespace, alo
           f"{spec.chunks} chunks {spec.chunk_delay * 1000:.0f} ms apart); tracker {'on' if args.tracker else 'off'}")
     print(f"the bare model call (openai client + fake server, no Burrow, one at a time) adds {alone[0]:.1f} ms "
           f"(median) and costs {alone[1]:.1f} ms CPU here")
-    print(f"{'backend':<9}{'users':>6}{'shared':>7}{'turns':>7}{'turns/s':>9}{'own p50':>9}{'own p99':>9}"
+    print(f"{'backend':<9}{'users':>6}{'shared':>7}{'turns':>7}{'turns/s':>9}{'own t/s':>9}{'own p50':>9}{'own p99':>9}"
           f"{'shared p50':>11}{'shared p99':>11}{'cpu/turn':>9}{'errors':>8}{'lost':>6}{'misplaced':>10}")
     for r in results:
         own = added_ms([s for s in r.samples if not s.shared], spec)
         shared = added_ms([s for s in r.samples if s.shared], spec)
         answered = sum(1 for s in r.samples if s.outcome == "answered")
-        print(f"{r.backend:<9}{r.plan.users:>6}{r.plan.shared:>7}{len(r.samples):>7}{answered / r.wall:>9.1f}"
+        print(f"{r.backend:<9}{r.plan.users:>6}{r.plan.shared:>7}{len(r.samples):>7}{answered / r.wall:>9.1f}{r.own_turns_per_second():>9.1f}"
               f"{percentile(own, .5):>9.1f}{percentile(own, .99):>9.1f}{percentile(shared, .5):>11.1f}"
               f"{percentile(shared, .99):>11.1f}{r.cpu * 1000 / max(1, len(r.samples)):>9.1f}{len(r.errors):>8}{len(r.lost):>6}{len(r.misplaced):>10}")
+    print("turns/s = all answered turns / run time; own t/s = own-conversation turns / the time they took;")
     print("added latency in ms = turn wall time - the model's fixed time; shared = turns queued on one conversation;")
     print("cpu/turn = CPU ms this process spent per turn (Burrow + openai client; one interpreter lock for all users)")
     for r in results:

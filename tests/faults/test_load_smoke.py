@@ -17,6 +17,6 @@ def test_a_small_load_run_has_no_errors_and_loses_nothing(capsys):
 def test_the_loss_check_notices_a_missing_message(tmp_path):
     """The check itself can fail: a message that was 'sent' but never stored is reported lost."""
     url = f"sqlite:///{tmp_path / 'check.db'}"
-    ghost = load.Sample(0, "c1", "u0-t0-ghost", 0.1, "answered", None, False)
+    ghost = load.Sample(0, "c1", "u0-t0-ghost", 0.1, "answered", None, False, 0.0)
     lost, misplaced = load.find_losses(url, [ghost])
     assert lost == ["u0-t0-ghost (found 0 times)"] and misplaced == []
