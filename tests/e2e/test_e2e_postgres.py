@@ -34,6 +34,18 @@ def slow_for(marker: str):
     return reply
 
 
+def expect_both_turns_once(tab: Page) -> None:
+    """After a reload: each question and its echo exactly once, A's first (its turn was under way first)."""
+    tab.reload()
+    wait_idle(tab)
+    expect_no_traceback(tab)
+    expect(messages(tab)).to_have_count(6)
+    expect(messages(tab).filter(has_text="slow one via server A")).to_have_count(2)
+    expect(messages(tab).filter(has_text="quick one via server B")).to_have_count(2)
+    expect(messages(tab).nth(2)).to_contain_text("slow one via server A")
+    expect(messages(tab).nth(4)).to_contain_text("quick one via server B")
+
+
 def test_two_server_processes_share_and_continue_one_conversation(page: Page, context, two_servers, model):
     server_a, server_b = two_servers
     title = f"Team chat {uuid.uuid4().hex[:6]}"
@@ -58,15 +70,7 @@ def test_two_server_processes_share_and_continue_one_conversation(page: Page, co
     wait_turn_done(other)
     save_screenshot(other, "20-postgres-server-b-concurrent")
     for tab in (page, other):
-        tab.reload()
-        wait_idle(tab)
-        expect_no_traceback(tab)
-        expect(messages(tab)).to_have_count(6)
-        # each question and its echo exactly once; A's turn was under way first, so it comes first
-        expect(messages(tab).filter(has_text="slow one via server A")).to_have_count(2)
-        expect(messages(tab).filter(has_text="quick one via server B")).to_have_count(2)
-        expect(messages(tab).nth(2)).to_contain_text("slow one via server A")
-        expect(messages(tab).nth(4)).to_contain_text("quick one via server B")
+        expect_both_turns_once(tab)
 
     model.chunk_delay = 0.0  # and the conversation goes on, on either server
     send(other, "Back to normal on server B")
