@@ -64,6 +64,8 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped.lower()}%"
 
 
+_SUMMARY_COLUMNS = tuple(Conversation.__table__.c[name] for name in (
+    "partition_key", "title", "created_at", "updated_at", "message_count", "latest_app_id", "stored_bytes", "activity"))
 _LISTS: dict[tuple[bool, bool], Any] = {}
 
 
@@ -71,7 +73,7 @@ def _list_statement(search: bool, cursor: bool) -> Any:
     """The catalog page query, built once per shape: the sidebar runs it on every rerun."""
     if (search, cursor) not in _LISTS:
         table = Conversation.__table__
-        query = select(table).order_by(table.c.activity.desc()).limit(bindparam("b_limit"))
+        query = select(*_SUMMARY_COLUMNS).order_by(table.c.activity.desc()).limit(bindparam("b_limit"))
         if search:
             query = query.where(func.lower(table.c.title).like(bindparam("b_pattern"), escape="\\"))
         if cursor:
@@ -113,7 +115,7 @@ class ConversationStore:
         return self._run(lambda conn: conn.execute(query).scalar_one())
 
     def get(self, partition_key: str | None) -> ConversationSummary | None:
-        query = select(Conversation).where(Conversation.partition_key == storage_key(partition_key))
+        query = select(*_SUMMARY_COLUMNS).where(Conversation.partition_key == storage_key(partition_key))
         return self._run(lambda conn: next((self._summary(r) for r in conn.execute(query)), None))
 
     def rename(self, partition_key: str | None, title: str) -> None:
@@ -210,9 +212,10 @@ class ConversationStore:
     # ---- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _summary(row: Any) -> ConversationSummary:
-        return ConversationSummary(row.partition_key, row.title or "Untitled conversation", _utc(row.created_at),
-                                   _utc(row.updated_at), row.message_count, row.latest_app_id, row.stored_bytes,
-                                   row.activity)
+        # Positional unpacking (in _SUMMARY_COLUMNS order): by-name Row access cost more than the query.
+        key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity = row
+        return ConversationSummary(key, title or "Untitled conversation", _utc(created_at), _utc(updated_at),
+                                   message_count, latest_app_id, stored_bytes, activity)
 
     def _default_title(self, conn: Connection, key: str) -> str | None:
         """The first user message of the newest branch, as the persister would title it."""
