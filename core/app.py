@@ -5,6 +5,7 @@ Burr app_id. `build_application` resumes the most recent branch, starts a new on
 """
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -36,6 +37,11 @@ class ResumingTrackingClient(LocalTrackingClient):
         if parent_pointer is not None and parent_pointer.app_id is None:
             parent_pointer = None
         super().post_application_create(parent_pointer=parent_pointer, **kwargs)
+
+    def _ensure_dir_structure(self, app_id: str) -> None:
+        # Burr checks, then creates: when several first turns start at once (a fresh install, a load
+        # test) they race to create the project folder and all but one fail with FileExistsError.
+        os.makedirs(os.path.join(self.storage_dir, app_id), exist_ok=True)
 
 
 def first_branch_id(partition_key: str | None) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from burr.core import State
 
+from core.app import ResumingTrackingClient
 from core.chat import ChatService
 from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
 
@@ -262,3 +263,38 @@ def test_a_tab_that_waits_too_long_for_the_other_is_told_and_stores_nothing(make
     llm_server.reset()
     again = service.send(pk, "me too")
     assert "".join(again) == "Echo: me too" and again.outcome == "answered"
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_first_turns_at_once_with_tracking_on(make_service, tmp_path, round_):
+    """A fresh install (no tracker folder yet) where many users send their first message at once."""
+    service = make_service(BURROW_TRACKER_PROJECT="burrow", BURROW_TRACKER_DIR=str(tmp_path / f"tracker-{round_}"))
+    start = threading.Barrier(12)
+    turns = [service.send(service.new_conversation_id(), f"first message {i}") for i in range(12)]
+    threads = [run_in_thread(lambda turn=turn: (start.wait(), "".join(turn))[1]) for turn in turns]
+    for thread, box in threads:
+        thread.join(30)
+        assert "error" not in box, box["error"]
+    assert [t.error for t in turns if t.outcome != "answered"] == []
+    assert len(list((tmp_path / f"tracker-{round_}" / "burrow").iterdir())) == 12  # one folder per branch
+
+
+def test_tracker_folders_are_created_without_a_race(tmp_path):
+    """The same race, pinned down: 16 threads create a fresh project's folders at the same moment."""
+    for round_ in range(40):
+        client = ResumingTrackingClient(project="burrow", storage_dir=str(tmp_path / str(round_)))
+        start, failures = threading.Barrier(16), []
+
+        def create(app_id: str) -> None:
+            start.wait()
+            try:
+                client._ensure_dir_structure(app_id)  # what post_application_create does first
+            except OSError as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=create, args=(f"app-{i}",)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert failures == [] and len(list((tmp_path / str(round_) / "burrow").iterdir())) == 16
