@@ -98,7 +98,7 @@ class StateValue(Base):
 
 
 class ListItem(Base):
-    """A chunk of a list in state: items [idx, idx + item_count) as b'j' + JSON array (see statecodec).
+    """A chunk of a list in state: items [idx, idx + item_count) as JSON array text (see statecodec).
 
     A list rewritten (not just appended to) starts a new generation.
     """
@@ -109,7 +109,7 @@ class ListItem(Base):
     generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     item_count: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[str] = mapped_column(Text)
 
 
 TABLES = [m.__table__ for m in (Migration, Conversation, App, Snapshot, StateValue, ListItem)]

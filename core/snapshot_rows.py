@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, LargeBinary, bindparam, cast, delete, func, insert, select, tuple_, update
 
 from core.schema import App, ListItem, Snapshot, StateValue
 from core.statecodec import EncodedSnapshot, Manifest, decode
@@ -28,7 +28,7 @@ _INSERT_CHUNK = insert(_chunks)
 _DELETE_CHUNKS = (delete(_chunks).where(
     _chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
     _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx >= bindparam("b_from"), _chunks.c.idx < bindparam("b_to"),
-).returning(func.length(_chunks.c.data)))
+).returning(func.length(cast(_chunks.c.data, LargeBinary))))  # bytes, not characters
 _MOVE_APP = update(_apps).where(_apps.c.id == bindparam("b_ref")).values(
     last_sequence_id=bindparam("b_seq"), activity=bindparam("b_activity"), updated_at=bindparam("b_now"))
 _SNAPSHOT_AT = select(_snaps).where(_snaps.c.app_ref == bindparam("b_ref"), _snaps.c.sequence_id == bindparam("b_seq"))
@@ -97,7 +97,7 @@ def read_state(conn: Connection, app_ref: int, manifest: Manifest) -> tuple[dict
         rows = conn.execute(_VALUES, {"b_ref": app_ref, "b_pointers": list(pointers.items())})
         return {key: data for key, data in rows}
 
-    def fetch_chunks(key: str, generation: int, length: int) -> list[tuple[int, int, bytes]]:
+    def fetch_chunks(key: str, generation: int, length: int) -> list[tuple[int, int, str]]:
         params = {"b_ref": app_ref, "b_key": key, "b_gen": generation, "b_len": length}
         return [tuple(row) for row in conn.execute(_CHUNKS, params)]
 

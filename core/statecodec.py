@@ -12,7 +12,6 @@ So storage stays linear and a load reads ~L/CHUNK_ITEMS rows instead of L.
 """
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
 import operator
@@ -23,9 +22,10 @@ from typing import Any
 INLINE_LIMIT = 128  # JSON bytes; smaller values live inside the manifest itself
 COMPRESS_FROM = 200  # JSON bytes; bigger non-list values are zlib-compressed when that saves space
 CHUNK_ITEMS = 64  # appended list items are merged into one row once this many are pending
-# List chunks stay plain JSON: zlib costs ~8 µs per decompress plus ~4 ms per MB, which would make
-# loading a long chat slower than reading one big JSON row; values are few per state, so they compress.
-SERDE_MARKER = b'"__burr_serde__"'  # Burr's serde key; JSON without it deserializes to itself
+# List chunks stay plain JSON text: zlib costs ~8 µs per decompress plus ~4 ms per MB, which would make
+# loading a long chat slower than reading one big JSON row (PostgreSQL compresses big text by itself,
+# and text travels as is where bytea is hex-encoded); values are few per state, so they compress.
+SERDE_MARKER = '"__burr_serde__"'  # Burr's serde key; JSON without it deserializes to itself
 
 
 def dumps(value: Any) -> bytes:
@@ -72,13 +72,14 @@ class Manifest:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """Items [start, start + count) of one generation of a list: b'j' + a JSON array."""
+    """Items [start, start + count) of one generation of a list, as JSON array text."""
 
     key: str
     generation: int
     start: int
     count: int
-    data: bytes
+    data: str
+    size: int  # UTF-8 bytes of data
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ class EncodedSnapshot:
     def written_bytes(self) -> int:
         """Payload bytes this snapshot writes (the chunks a merge deletes are not subtracted here)."""
         return len(self.manifest.to_json()) + sum(len(d) for _, d in self.values) + sum(
-            len(c.data) for c in self.chunks
+            c.size for c in self.chunks
         )
 
 
@@ -167,15 +168,15 @@ def _encode_list(
         start = sealed
         sealed = len(value)
     if len(value) > start:
-        data = b"j" + dumps(value[start:])
-        out.chunks.append(Chunk(key, generation, start, len(value) - start, data))
+        data = dumps(value[start:])
+        out.chunks.append(Chunk(key, generation, start, len(value) - start, data.decode("utf-8"), len(data)))
     out.manifest.lists[key] = [generation, len(value), sealed]
 
 
 def decode(
     manifest: Manifest,
     fetch_values: Callable[[dict[str, int]], dict[str, bytes]],
-    fetch_chunks: Callable[[str, int, int], list[tuple[int, int, bytes]]],
+    fetch_chunks: Callable[[str, int, int], list[tuple[int, int, str]]],
 ) -> tuple[dict[str, Any], set[str]]:
     """Rebuilds the serialized state and names the keys whose JSON holds Burr serde markers.
 
@@ -187,7 +188,7 @@ def decode(
     marked = set(manifest.inline)  # small values: cheap to deserialize normally
     if manifest.values:
         for key, data in fetch_values(manifest.values).items():
-            raw = unpack_raw(data)
+            raw = unpack_raw(data).decode("utf-8")
             state[key] = json.loads(raw)
             if SERDE_MARKER in raw:
                 marked.add(key)
@@ -202,7 +203,7 @@ def decode(
     return {key: state[key] for key in manifest.order}, marked
 
 
-def _read_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) -> tuple[list, bool]:
+def _read_chunks(key: str, chunks: list[tuple[int, int, str]], length: int) -> tuple[list, bool]:
     """Items [0, length) from contiguous chunks, and whether any holds a serde marker.
 
     Each chunk is parsed on its own: joining them first would allocate (and page-fault) one more
@@ -213,8 +214,7 @@ def _read_chunks(key: str, chunks: list[tuple[int, int, bytes]], length: int) ->
     for start, count, data in chunks:
         if start != len(items):
             raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {len(items)}")
-        body = codecs.decode(memoryview(data)[1:], "utf-8") if data[:1] == b"j" else unpack_raw(data).decode("utf-8")
-        items.extend(json.loads(body))
+        items.extend(json.loads(data))
         needs_serde = needs_serde or SERDE_MARKER in data
     if len(items) < length:
         raise ValueError(f"snapshot list {key!r} expects {length} items, found {len(items)}")
