@@ -96,7 +96,8 @@ def test_appended_list_stores_only_the_new_items():
         history = [*history, msg(seq)]
         enc = rows.save(seq, {"chat_history": history})
         assert [(c.start, c.count) for c in enc.chunks] == [(seq, 1)]
-        assert json.loads(enc.chunks[0].data[1:]) == [msg(seq)]
+        assert json.loads(enc.chunks[0].data) == [msg(seq)]
+        assert enc.chunks[0].size == len(enc.chunks[0].data.encode("utf-8"))
     assert rows.items_stored("chat_history") == 10
     assert all(rows.load(seq)["chat_history"] == history[: seq + 1] for seq in range(10))
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import LargeBinary, cast, event, func, insert, select, text
 
 from core.app import build_application
 from core.conversations import ConversationStore
@@ -110,10 +110,11 @@ def test_every_snapshot_of_a_long_conversation_round_trips_exactly(recorder, db_
 
 
 def stored_payload(persister: SQLAlchemyPersister, partition_key: str) -> int:
-    """Bytes of manifests, values and list chunks of one conversation, summed in the database."""
+    """Bytes (UTF-8 for text) of manifests, values and list chunks of one conversation, summed in the database."""
     refs = select(App.id).where(App.partition_key == partition_key).scalar_subquery()
+    size = lambda column: func.coalesce(func.sum(func.length(cast(column, LargeBinary))), 0)  # noqa: E731
     with persister.engine.connect() as conn:
-        return sum(conn.execute(select(func.coalesce(func.sum(func.length(column)), 0)).where(table.app_ref.in_(refs)))
+        return sum(conn.execute(select(size(column)).where(table.app_ref.in_(refs)))
                    .scalar_one() for table, column in ((Snapshot, Snapshot.manifest), (StateValue, StateValue.data),
                                                        (ListItem, ListItem.data)))
 
