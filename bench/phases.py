@@ -1,0 +1,144 @@
+"""The three measured phases: one long conversation, loads, and listing a big catalog.
+
+Every phase runs the targets interleaved (turn by turn, call by call), so a busy machine slows
+all of them alike and the ratios stay meaningful.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from burr.core import State
+
+from bench.targets import Target
+from bench.timing import TimedPersister
+from bench.workload import SAVES_PER_TURN, new_app, run_turn
+
+Progress = Callable[[str], None]
+CONVERSATION = ("bench-conversation", "bench-app")  # partition key, app_id of the long conversation
+
+
+@dataclasses.dataclass
+class ConversationResult:
+    saves: list[float] = dataclasses.field(default_factory=list)  # seconds, one per save, in order
+    bytes_at: dict[int, int] = dataclasses.field(default_factory=dict)  # turns -> stored bytes
+    run_seconds: float = 0.0  # wall time of the turns (app + saves)
+    vacuum_seconds: float = 0.0
+    load_latest: list[float] = dataclasses.field(default_factory=list)
+    load_middle: list[float] = dataclasses.field(default_factory=list)
+    same_state: bool | None = None  # latest state equals the first target's (same workload)
+
+
+@dataclasses.dataclass
+class ListingResult:
+    seed_seconds: float = 0.0
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    rows_returned: int = 0
+    distinct_in_page: int = 0
+    page_is_newest: bool = False  # the page is exactly the newest conversations, newest first
+
+
+def run_conversation(targets: list[Target], checkpoints: list[int], progress: Progress) -> tuple[dict, dict]:
+    """Drives one conversation per target, turn by turn; returns ({label: result}, {turns: raw bytes})."""
+    timed = {t.label_id: TimedPersister(t.persister()) for t in targets}
+    apps = {t.label_id: new_app(timed[t.label_id], *CONVERSATION) for t in targets}
+    results = {t.label_id: ConversationResult() for t in targets}
+    raw_at: dict[int, int] = {}
+    raw = 0
+    for turn in range(1, max(checkpoints) + 1):
+        added = set()
+        for target in targets:
+            start = time.perf_counter()
+            added.add(run_turn(apps[target.label_id], turn))
+            results[target.label_id].run_seconds += time.perf_counter() - start
+        assert len(added) == 1, "every persister must see the same messages"
+        raw += added.pop()
+        if turn in checkpoints:
+            raw_at[turn] = raw
+            _measure_bytes(targets, results, turn, progress)
+    for target in targets:
+        results[target.label_id].saves = timed[target.label_id].save_seconds
+    return results, raw_at
+
+
+def _measure_bytes(targets: list[Target], results: dict, turn: int, progress: Progress) -> None:
+    for target in targets:
+        start = time.perf_counter()
+        results[target.label_id].bytes_at[turn] = target.stored_bytes()
+        results[target.label_id].vacuum_seconds += time.perf_counter() - start
+    sizes = ", ".join(f"{t.label_id}: {results[t.label_id].bytes_at[turn] / 1e6:.1f} MB" for t in targets)
+    progress(f"turn {turn}: {sizes}")
+
+
+def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: int) -> None:
+    """Load-latest and load-middle, `repeat` times each, round-robin over the targets."""
+    last_seq = last_turn * SAVES_PER_TURN - 1
+    middle_seq = last_seq // 2
+    pk, app_id = CONVERSATION
+    reference = None
+    for target in targets:  # warm-up, and check that every persister returns the same state
+        state = target.persister().load(pk, app_id)["state"].get_all()
+        reference = state if reference is None else reference
+        results[target.label_id].same_state = state == reference
+        target.persister().load(pk, app_id, middle_seq)
+    for _ in range(repeat):
+        for target in targets:
+            persister, result = target.persister(), results[target.label_id]
+            result.load_latest.append(_timed(lambda: persister.load(pk, app_id)))
+            result.load_middle.append(_timed(lambda: persister.load(pk, app_id, middle_seq)))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def short_turn(index: int) -> list[tuple[str, State]]:
+    """The three states one short turn saves (as the app would), for seeding big catalogs cheaply."""
+    user = {"role": "user", "content": f"Question number {index} about the weekend trip"}
+    reply = {"role": "assistant", "content": f"Answer number {index}: pack light and check the weather."}
+    base = {"chat_history": [user], "prompt": user["content"]}
+    return [
+        ("human_input", State({**base, "__SEQUENCE_ID": 0, "__PRIOR_STEP": "human_input"})),
+        ("safety_check", State({**base, "safe": True, "__SEQUENCE_ID": 1, "__PRIOR_STEP": "safety_check"})),
+        ("ai_response", State({"chat_history": [user, reply], "prompt": user["content"], "safe": True,
+                               "response": reply["content"], "__SEQUENCE_ID": 2, "__PRIOR_STEP": "ai_response"})),
+    ]
+
+
+def seed_catalog(target: Target, count: int) -> float:
+    """`count` conversations of one short turn each, saved oldest first; returns the seconds it took."""
+    persister = target.persister()
+    start = time.perf_counter()
+    for index in range(count):
+        partition_key, app_id = target.conversation_key(index)
+        for sequence_id, (position, state) in enumerate(short_turn(index)):
+            persister.save(partition_key, app_id, sequence_id, position, state, "completed")
+    return time.perf_counter() - start
+
+
+def measure_listing(targets: list[Target], count: int, page: int, repeat: int) -> dict[str, ListingResult]:
+    """Times listing the newest `page` of `count` seeded conversations, round-robin over the targets."""
+    results = {t.label_id: ListingResult() for t in targets}
+    # Seeding is not what is measured: the targets seed at the same time (PostgreSQL ones mostly wait).
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        seconds = list(pool.map(lambda t: seed_catalog(t, count), targets))
+    for target, took in zip(targets, seconds):
+        results[target.label_id].seed_seconds = took
+        rows = target.list_rows(page)
+        result = results[target.label_id]
+        result.rows_returned, result.distinct_in_page = len(rows), len(set(rows[:page]))
+        wanted = [target.conversation_key(count - 1 - i)[0 if target.ours else 1] for i in range(page)]
+        result.page_is_newest = rows[:page] == wanted
+    for _ in range(repeat):
+        for target in targets:
+            results[target.label_id].seconds.append(_timed(lambda: target.list_rows(page)))
+    return results
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
