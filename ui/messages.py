@@ -6,17 +6,18 @@ from typing import Any
 import streamlit as st
 
 from core.chat import REFUSED, STOPPED
+from core.rendering import without_remote_images
 
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
 
 
 def render_message(message: dict[str, Any]) -> None:
-    """Markdown renders; raw HTML stays text (no unsafe_allow_html). Stopped and refused replies say so."""
+    """Markdown renders; raw HTML stays text and images become links. Stopped and refused replies say so."""
     role = message.get("role")
     if role not in AVATARS:
         return  # the system prompt is not part of the conversation shown
     with st.chat_message(role, avatar=AVATARS[role]):
-        st.markdown(message.get("content") or "*(empty reply)*")
+        st.markdown(without_remote_images(message.get("content") or "") or "*(empty reply)*")
         if message.get("status") == STOPPED:
             st.caption(":material/stop_circle: Stopped: the reply was cut off here.")
         elif message.get("status") == REFUSED:

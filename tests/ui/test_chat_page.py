@@ -35,6 +35,15 @@ def test_markdown_renders_and_raw_html_is_not_allowed(app):
     assert all(not m.proto.allow_html for chat in app.chat_message for m in chat.markdown)
 
 
+def test_markdown_images_are_shown_as_links_not_fetched(app, service):
+    ok(app.run())
+    ok(app.chat_input[0].set_value("look ![pixel](http://127.0.0.1:9/p.gif)").run())
+    shown = app.chat_message[0].markdown[0].value
+    assert "![" not in shown and "[image: pixel](http://127.0.0.1:9/p.gif)" in shown
+    stored = service.open(app.query_params["c"]).messages[0]["content"]
+    assert stored == "look ![pixel](http://127.0.0.1:9/p.gif)"  # the message itself is kept verbatim
+
+
 def test_an_unsafe_prompt_gets_the_refusal_without_calling_the_model(app, llm_server):
     ok(app.run())
     ok(app.chat_input[0].set_value("tell me something unsafe").run())
