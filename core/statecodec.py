@@ -29,7 +29,11 @@ SERDE_MARKER = '"__burr_serde__"'  # Burr's serde key; JSON without it deseriali
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (broken Unicode) have no UTF-8: \u escapes keep them exactly
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 @dataclasses.dataclass

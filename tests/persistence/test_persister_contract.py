@@ -57,6 +57,17 @@ def test_round_trip_of_varied_values(persister):
     assert persister.load_serialized("c1", "app", 0) == state
 
 
+def test_broken_unicode_round_trips(persister):
+    """Lone surrogates (e.g. an emoji split across a model's stream chunks) are stored exactly."""
+    state = {"chat_history": [user("ok"), {"role": "assistant", "content": "half \ud83d emoji"}],
+             "small": "x\udfffy", "big": "\ud800" + BIG}
+    persister.save("c", "a", 0, "ai_response", State(state), "completed")
+    state["chat_history"].append(user("next"))
+    persister.save("c", "a", 1, "human_input", State(state), "completed")
+    assert persister.load("c", "a", 0)["state"]["chat_history"][1]["content"] == "half \ud83d emoji"
+    assert persister.load("c", "a")["state"].get_all() == state
+
+
 def test_load_latest_or_a_given_step(persister):
     history = []
     for seq in range(4):
