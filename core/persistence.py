@@ -96,6 +96,7 @@ class SQLAlchemyPersister(BaseStatePersister):
     def __init__(self, engine: Engine, cache_size: int = 256):
         self.engine = engine
         self._lock = threading.Lock()
+        self._schema_ready = False  # set once the schema is known to be current
         # (partition, app_id) -> (sequence_id, serialized state, manifest, raw values) of the branch's last save
         self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
         self._cache_size = cache_size
@@ -112,13 +113,19 @@ class SQLAlchemyPersister(BaseStatePersister):
     def initialize(self) -> None:
         """Creates or upgrades the schema; safe on every start and from several processes at once."""
         self._guard(lambda: apply_migrations(self.engine))
+        self._schema_ready = True
 
     def is_initialized(self) -> bool:
+        """Burr asks on every application build; once the schema is current, the answer is remembered."""
+        if self._schema_ready:
+            return True
+
         def check() -> bool:
             with self.engine.connect() as conn:
                 return LATEST in applied_versions(conn)
 
-        return self._guard(check)
+        self._schema_ready = self._guard(check)
+        return self._schema_ready
 
     # ---- Burr's loader contract ---------------------------------------------------------------
     def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
