@@ -34,6 +34,7 @@ from pathlib import Path
 
 from core.chat import ChatService
 from core.settings import Settings
+from bench.pg_server import postgres_url
 
 FILLER = "burrows keep their tunnels dry with a raised entrance and a sloping floor".split()
 
@@ -235,19 +236,6 @@ def run_backend(backend: str, database_url: str, plan: Plan, base_url: str, args
     return Result(backend, plan, began, wall, cpu, samples, lost, misplaced)
 
 
-@contextlib.contextmanager
-def postgres_url(args: argparse.Namespace) -> Iterator[str | None]:
-    if args.pg_url:
-        yield args.pg_url
-    elif args.start_postgres:
-        from bench.pg_server import ThrowawayPostgres
-
-        with ThrowawayPostgres() as server:
-            yield server.url
-    else:
-        yield None
-
-
 # ---- report ------------------------------------------------------------------------------------------
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
@@ -310,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = ModelSpec(args.first_byte, args.chunks, args.chunk_delay)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="burrow-load-") as tmp, fake_model(spec) as base_url, \
-            postgres_url(args) as pg_url:
+            postgres_url(args.pg_url, args.start_postgres) as pg_url:
         workdir = Path(tmp)
         alone = model_call_alone_ms(base_url, spec)
         backends = [] if args.no_sqlite else [("sqlite", f"sqlite:///{workdir / 'load.db'}", args.sqlite_users)]

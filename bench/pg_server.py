@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 OS_USER = "postgres"
@@ -75,3 +77,15 @@ class ThrowawayPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def postgres_url(url: str | None, start: bool) -> Iterator[str | None]:
+    """The benchmarks' PostgreSQL: a given URL, a throwaway server (`start`), or none (SQLite only)."""
+    if url:
+        yield url
+    elif start:
+        with ThrowawayPostgres() as server:
+            yield server.url
+    else:
+        yield None

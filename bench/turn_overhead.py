@@ -18,13 +18,12 @@ With --pg-url the tables are created in that database (it should be a scratch da
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from bench.pg_server import postgres_url
 from core.chat import ChatService
 from core.llm import OfflineModel
 from core.settings import Settings
@@ -90,19 +89,6 @@ def measure(configs: list[Config], args: argparse.Namespace) -> None:
             config.run(args.round_turns, args.turns_per_conversation)
 
 
-@contextlib.contextmanager
-def postgres_url(args: argparse.Namespace) -> Iterator[str | None]:
-    if args.pg_url:
-        yield args.pg_url
-    elif args.start_postgres:
-        from bench.pg_server import ThrowawayPostgres
-
-        with ThrowawayPostgres() as server:
-            yield server.url
-    else:
-        yield None
-
-
 def report(configs: list[Config], model_ms: float) -> None:
     print(f"{'backend':<10} {'tracker':<8} {'turns':>5} {'median ms':>10} {'p95 ms':>8} {'mean ms':>8} {'max ms':>8}")
     for config in configs:
@@ -125,7 +111,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    with tempfile.TemporaryDirectory(prefix="burrow-turn-bench-") as tmp, postgres_url(args) as pg_url:
+    with tempfile.TemporaryDirectory(prefix="burrow-turn-bench-") as tmp, postgres_url(args.pg_url, args.start_postgres) as pg_url:
         workdir = Path(tmp)
         backends = [("sqlite", f"sqlite:///{workdir / 'bench.db'}")] + ([("postgres", pg_url)] if pg_url else [])
         configs = [Config(name, url, tracking, workdir) for name, url in backends for tracking in (False, True)]
