@@ -89,9 +89,9 @@ class ConversationStore:
         self.persister = persister
         self.engine = persister.engine
 
-    def _run(self, work, write: bool = False):  # noqa: ANN001, ANN202
+    def _run(self, work, write: bool = False, single_read: bool = False):  # noqa: ANN001, ANN202
         def run():  # noqa: ANN202
-            options = {"sqlite_immediate": True} if write else {}
+            options = {"sqlite_immediate": True} if write else {"sqlite_single_read": single_read}
             with self.engine.connect().execution_options(**options) as conn, conn.begin():
                 return work(conn)
 
@@ -106,17 +106,17 @@ class ConversationStore:
         if before_activity is not None:
             params["b_before"] = before_activity
         query = _list_statement("b_pattern" in params, "b_before" in params)
-        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query, params)])
+        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query, params)], single_read=True)
 
     def count(self, search: str = "") -> int:
         query = select(func.count()).select_from(Conversation)
         if search.strip():
             query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
-        return self._run(lambda conn: conn.execute(query).scalar_one())
+        return self._run(lambda conn: conn.execute(query).scalar_one(), single_read=True)
 
     def get(self, partition_key: str | None) -> ConversationSummary | None:
         query = select(*_SUMMARY_COLUMNS).where(Conversation.partition_key == storage_key(partition_key))
-        return self._run(lambda conn: next((self._summary(r) for r in conn.execute(query)), None))
+        return self._run(lambda conn: next((self._summary(r) for r in conn.execute(query)), None), single_read=True)
 
     def rename(self, partition_key: str | None, title: str) -> None:
         """Sets a custom title (trimmed, at most 200 characters); an empty one restores the default."""
@@ -151,7 +151,7 @@ class ConversationStore:
         """Gives the space of deleted conversations back to the operating system.
 
         A delete frees its pages for later saves, but the file does not shrink by itself. SQLite:
-        VACUUM rewrites the whole file (about a second per 100 MB, writers wait meanwhile).
+        VACUUM rewrites the whole file (seconds per 100 MB; writers wait meanwhile).
         PostgreSQL: autovacuum already makes deleted rows reusable; `full=True` runs VACUUM FULL,
         which returns the space to the OS but locks each table while it is rewritten.
         """
