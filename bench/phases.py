@@ -19,6 +19,10 @@ from bench.workload import SAVES_PER_TURN, new_app, run_turn
 
 Progress = Callable[[str], None]
 CONVERSATION = ("bench-conversation", "bench-app")  # partition key, app_id of the long conversation
+# Timed calls run in rounds over the targets, BLOCK calls of one target at a time: strict alternation
+# would time a 1 ms call right after a 30 ms one that flushed the CPU caches, which says more about
+# the neighbour than about the call.
+BLOCK = 5
 
 
 @dataclasses.dataclass
@@ -74,7 +78,7 @@ def _measure_bytes(targets: list[Target], results: dict, turn: int, progress: Pr
 
 
 def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: int) -> None:
-    """Load-latest and load-middle, `repeat` times each, round-robin over the targets."""
+    """Load-latest and load-middle, `repeat` rounds over the targets, BLOCK calls each."""
     last_seq = last_turn * SAVES_PER_TURN - 1
     middle_seq = last_seq // 2
     pk, app_id = CONVERSATION
@@ -87,8 +91,10 @@ def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: 
     for _ in range(repeat):
         for target in targets:
             persister, result = target.persister(), results[target.label_id]
-            result.load_latest.append(_timed(lambda: persister.load(pk, app_id)))
-            result.load_middle.append(_timed(lambda: persister.load(pk, app_id, middle_seq)))
+            for _ in range(BLOCK):
+                result.load_latest.append(_timed(lambda: persister.load(pk, app_id)))
+            for _ in range(BLOCK):
+                result.load_middle.append(_timed(lambda: persister.load(pk, app_id, middle_seq)))
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -122,7 +128,7 @@ def seed_catalog(target: Target, count: int) -> float:
 
 
 def measure_listing(targets: list[Target], count: int, page: int, repeat: int) -> dict[str, ListingResult]:
-    """Times listing the newest `page` of `count` seeded conversations, round-robin over the targets."""
+    """Times listing the newest `page` of `count` seeded conversations, in rounds over the targets."""
     results = {t.label_id: ListingResult() for t in targets}
     # Seeding is not what is measured: the targets seed at the same time (PostgreSQL ones mostly wait).
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
@@ -136,7 +142,8 @@ def measure_listing(targets: list[Target], count: int, page: int, repeat: int) -
         result.page_is_newest = rows[:page] == wanted
     for _ in range(repeat):
         for target in targets:
-            results[target.label_id].seconds.append(_timed(lambda: target.list_rows(page)))
+            for _ in range(BLOCK):
+                results[target.label_id].seconds.append(_timed(lambda: target.list_rows(page)))
     return results
 
 

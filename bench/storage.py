@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="10/50/100 turns, 1,000 conversations, fewer repeats")
     parser.add_argument("--turns", help="checkpoints, comma-separated (default 100,500,1000)")
     parser.add_argument("--conversations", type=int, help="catalog size for the listing test (default 10000)")
-    parser.add_argument("--repeat", type=int, help="timed repetitions of each load and listing (default 25)")
+    parser.add_argument("--repeat", type=int, help="rounds of timed loads and listings, 5 calls each (default 20)")
     pg = parser.add_mutually_exclusive_group()
     pg.add_argument("--pg-url", help="a PostgreSQL server to use (SQLAlchemy URL; needs CREATEDB)")
     pg.add_argument("--start-postgres", action="store_true", help="start a throwaway server (fail if impossible)")
@@ -48,8 +48,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_turns = "10,50,100" if args.quick else "100,500,1000"
     args.checkpoints = sorted({int(t) for t in (args.turns or default_turns).split(",")})
     args.conversations = args.conversations or (1000 if args.quick else 10000)
-    args.repeat = args.repeat or (7 if args.quick else 25)
+    args.repeat = args.repeat or (5 if args.quick else 20)
     return args
+
+
+METHOD = (
+    "One conversation per persister through a real Burr `Application` (the chat graph, an instant fake model, "
+    "~600-byte user and assistant messages from a fixed word list, 3 saves per turn), all persisters interleaved "
+    "turn by turn. Sizes are measured at each checkpoint of that conversation (SQLite: file size after VACUUM; "
+    "PostgreSQL: `pg_total_relation_size` of the persister's tables after VACUUM FULL), as a multiple of the raw "
+    "message text (UTF-8 bytes of the contents). Save times wrap each `persister.save` (wall time). Loads and "
+    "listings are timed in {repeat} rounds over the persisters, 5 consecutive calls of one persister at a time. "
+    "The listing databases are separate, seeded with one short turn (3 saves) per conversation, with fsync off "
+    "while seeding (Burr SQLite `synchronous=OFF`, PostgreSQL `synchronous_commit=off`; reads are unaffected). "
+    "Burr lists one user's conversations as the app_ids of a partition key (`list_app_ids`, which has no limit), "
+    "Burrow with `ConversationStore.list(limit=50)`. The PostgreSQL persisters share one server."
+)
 
 
 def log(message: str) -> None:
@@ -97,7 +111,7 @@ def benchmark(args: argparse.Namespace, work: Path, pg_url: str | None) -> tuple
     listing_targets = make_targets(work, pg_url, "list", fast_writes=True)
     try:
         log(f"seeding {args.conversations:,} conversations per persister, then listing")
-        listings = measure_listing(listing_targets, args.conversations, PAGE, 2 * args.repeat)
+        listings = measure_listing(listing_targets, args.conversations, PAGE, args.repeat)
     finally:
         for target in listing_targets:
             target.close()
@@ -135,16 +149,7 @@ def render(args: argparse.Namespace, columns: list[Column], raw_at: dict[int, in
         "## Targets of issue 4 (ratios within this run; saves and loads are compared with Burr's SQLitePersister, "
         "as the issue states, listing with Burr's persister on the same database)", "", met, "",
         "Like for like (Burrow vs Burr on the same database):", "", same, "",
-        "## How it was measured", "",
-        "One conversation per persister through a real Burr `Application` (the chat graph, an instant fake model, "
-        "~600-byte user and assistant messages from a fixed word list, 3 saves per turn), all persisters interleaved "
-        "turn by turn. Sizes are measured at each checkpoint of that conversation (SQLite: file size after VACUUM; "
-        "PostgreSQL: `pg_total_relation_size` of the persister's tables after VACUUM FULL), as a multiple of the raw "
-        "message text (UTF-8 bytes of the contents). Save times wrap each `persister.save`; loads and listings are "
-        "timed round-robin. The listing databases are separate, seeded with one short turn (3 saves) per "
-        "conversation with fsync turned off while seeding (Burr SQLite `synchronous=OFF`, PostgreSQL "
-        "`synchronous_commit=off`; read timings are unaffected). Burr lists one user's conversations as the "
-        "app_ids of a partition key (`list_app_ids`), Burrow by `ConversationStore.list(limit=50)`.", "",
+        "## How it was measured", "", METHOD.format(repeat=args.repeat), "",
         "![stored bytes vs turns](storage.png)", ""])
 
 
