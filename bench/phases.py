@@ -1,7 +1,7 @@
 """The three measured phases: one long conversation, loads, and listing a big catalog.
 
-Every phase runs the targets interleaved (turn by turn, call by call), so a busy machine slows
-all of them alike and the ratios stay meaningful.
+The conversation runs one persister at a time; loads and listings run in rounds over all of them,
+so a busy machine slows them alike and the ratios stay meaningful.
 """
 from __future__ import annotations
 
@@ -46,35 +46,37 @@ class ListingResult:
 
 
 def run_conversation(targets: list[Target], checkpoints: list[int], progress: Progress) -> tuple[dict, dict]:
-    """Drives one conversation per target, turn by turn; returns ({label: result}, {turns: raw bytes})."""
-    timed = {t.label_id: TimedPersister(t.persister()) for t in targets}
-    apps = {t.label_id: new_app(timed[t.label_id], *CONVERSATION) for t in targets}
-    results = {t.label_id: ConversationResult() for t in targets}
-    raw_at: dict[int, int] = {}
-    raw = 0
+    """Drives one conversation per target; returns ({label: result}, {turns: raw message bytes}).
+
+    One persister at a time, as a deployment runs one: interleaving them would time Burrow's
+    saves while PostgreSQL and the disk are still busy writing Burr's megabyte-sized rows.
+    Burrow's persisters go first, so they do not run after Burr's, either.
+    """
+    results: dict[str, ConversationResult] = {}
+    raw_by_target = []
+    for target in sorted(targets, key=lambda t: not t.ours):
+        results[target.label_id], raw_at = _one_conversation(target, checkpoints, progress)
+        raw_by_target.append(raw_at)
+    assert all(raw == raw_by_target[0] for raw in raw_by_target), "every persister must see the same messages"
+    return results, raw_by_target[0]
+
+
+def _one_conversation(target: Target, checkpoints: list[int], progress: Progress) -> tuple[ConversationResult, dict]:
+    timed = TimedPersister(target.persister())
+    app = new_app(timed, *CONVERSATION)
+    result, raw_at, raw = ConversationResult(), {}, 0
     for turn in range(1, max(checkpoints) + 1):
-        added = set()
-        for target in targets:
-            start = time.perf_counter()
-            added.add(run_turn(apps[target.label_id], turn))
-            results[target.label_id].run_seconds += time.perf_counter() - start
-        assert len(added) == 1, "every persister must see the same messages"
-        raw += added.pop()
+        start = time.perf_counter()
+        raw += run_turn(app, turn)
+        result.run_seconds += time.perf_counter() - start
         if turn in checkpoints:
             raw_at[turn] = raw
-            _measure_bytes(targets, results, turn, progress)
-    for target in targets:
-        results[target.label_id].saves = timed[target.label_id].save_seconds
-    return results, raw_at
-
-
-def _measure_bytes(targets: list[Target], results: dict, turn: int, progress: Progress) -> None:
-    for target in targets:
-        start = time.perf_counter()
-        results[target.label_id].bytes_at[turn] = target.stored_bytes()
-        results[target.label_id].vacuum_seconds += time.perf_counter() - start
-    sizes = ", ".join(f"{t.label_id}: {results[t.label_id].bytes_at[turn] / 1e6:.1f} MB" for t in targets)
-    progress(f"turn {turn}: {sizes}")
+            start = time.perf_counter()
+            result.bytes_at[turn] = target.stored_bytes()
+            result.vacuum_seconds += time.perf_counter() - start
+            progress(f"{target.label_id}, turn {turn}: {result.bytes_at[turn] / 1e6:,.1f} MB")
+    result.saves = timed.save_seconds
+    return result, raw_at
 
 
 def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: int) -> None:

@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 METHOD = (
     "One conversation per persister through a real Burr `Application` (the chat graph, an instant fake model, "
-    "~600-byte user and assistant messages from a fixed word list, 3 saves per turn), all persisters interleaved "
-    "turn by turn. Sizes are measured at each checkpoint of that conversation (SQLite: file size after VACUUM; "
+    "~600-byte user and assistant messages from a fixed word list, 3 saves per turn), one persister after the "
+    "other (Burrow's first), as a deployment runs one. Sizes are measured at each checkpoint of that conversation (SQLite: file size after VACUUM; "
     "PostgreSQL: `pg_total_relation_size` of the persister's tables after VACUUM FULL), as a multiple of the raw "
     "message text (UTF-8 bytes of the contents). Save times wrap each `persister.save` (wall time). Loads and "
     "listings are timed in {repeat} rounds over the persisters, 5 consecutive calls of one persister at a time. "
@@ -101,7 +101,7 @@ def make_targets(work: Path, pg_url: str | None, tag: str, fast_writes: bool = F
 def benchmark(args: argparse.Namespace, work: Path, pg_url: str | None) -> tuple[list[Column], dict[int, int]]:
     targets = make_targets(work, pg_url, "run")
     try:
-        log(f"conversation of {max(args.checkpoints):,} turns through {len(targets)} persisters, interleaved")
+        log(f"a conversation of {max(args.checkpoints):,} turns through each of {len(targets)} persisters")
         runs, raw_at = run_conversation(targets, args.checkpoints, log)
         log("loads")
         measure_loads(targets, runs, max(args.checkpoints), args.repeat)

@@ -1,7 +1,6 @@
 """A timing proxy for any Burr persister: records how long each `save` takes, changes nothing else."""
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
 
@@ -33,23 +32,8 @@ class TimedPersister(BaseStatePersister):
         self.save_seconds.append(time.perf_counter() - start)
 
 
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000 if samples else float("nan")
-
-
 def p99_ms(samples: list[float]) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000
-
-
-def time_calls(fn, repeat: int) -> list[float]:  # noqa: ANN001 - any callable
-    """Wall time of `repeat` calls of fn (after one warm-up call), in seconds."""
-    fn()
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
