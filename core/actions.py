@@ -24,18 +24,27 @@ REFUSED = "refused"
 def with_message(state: State, message: dict[str, Any]) -> list[dict[str, Any]]:
     """The history plus one message, as a new list that shares the old messages.
 
-    Burr's `state.append` deep-copies every earlier message on each step; sharing them keeps each
-    step O(1) in messages and lets the persister see "only appended" by comparing pointers.
-    Messages are never modified once in the history.
+    Sharing them keeps each step O(1) in messages and lets the persister see "only appended" by
+    comparing pointers. Messages are never modified once in the history.
     """
     return [*state.get("chat_history", []), message]
+
+
+def updated(state: State, **values: Any) -> State:
+    """`state.update(...)` without Burr first deep-copying the values it replaces.
+
+    Burr's update/append deep-copy the old value of each key they set: for `chat_history`, every
+    earlier message on every step (~4 ms at 2,000 messages). Nothing here modifies a value in
+    place, so that copy buys nothing.
+    """
+    return state.merge(State(values))
 
 
 @action(reads=["chat_history"], writes=["chat_history", "prompt"])
 def human_input(state: State, prompt: str) -> tuple[dict, State]:
     """Records the user's message; it is persisted before anything calls the model."""
     message = {"role": "user", "content": prompt}
-    return {"prompt": prompt}, state.update(prompt=prompt, chat_history=with_message(state, message))
+    return {"prompt": prompt}, updated(state, prompt=prompt, chat_history=with_message(state, message))
 
 
 @action(reads=["prompt"], writes=["safe"])
@@ -48,7 +57,7 @@ def safety_check(state: State, policy: SafetyPolicy) -> tuple[dict, State]:
 def unsafe_response(state: State) -> tuple[dict, State]:
     """A canned refusal; the model is never called for a flagged prompt."""
     message = {"role": "assistant", "content": REFUSAL, "status": REFUSED}
-    return {"response": REFUSAL}, state.update(response=REFUSAL, chat_history=with_message(state, message))
+    return {"response": REFUSAL}, updated(state, response=REFUSAL, chat_history=with_message(state, message))
 
 
 def model_messages(system_prompt: str, chat_history: list[dict[str, Any]]) -> list[Message]:
@@ -84,4 +93,5 @@ def ai_response(
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if cancel.is_set():
         message["status"] = STOPPED
-    yield {"response": text, "stopped": cancel.is_set()}, state.update(response=text, chat_history=with_message(state, message))
+    history = with_message(state, message)
+    yield {"response": text, "stopped": cancel.is_set()}, updated(state, response=text, chat_history=history)
