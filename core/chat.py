@@ -26,11 +26,10 @@ from core.actions import REFUSED, STOPPED
 from core.app import build_application
 from core.conversations import ConversationStore, is_valid_conversation_id
 from core.llm import ChatModel, LLMError, build_model
-from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
+from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError, plain_text
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 REPLY_ACTIONS = ["ai_response", "unsafe_response"]
 _MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
 _POLL_SECONDS = 0.1  # how often a second server looks whether the first one's turn has finished
@@ -46,8 +45,7 @@ class ConversationBusyError(StorageError):
 
 def clean_message(text: str | None, max_chars: int) -> str:
     """Validates a user message: not blank, within the limit, no control characters or broken Unicode."""
-    text = (text or "").encode("utf-8", "replace").decode("utf-8")
-    text = _CONTROL_CHARS.sub("", text).strip()
+    text = plain_text(text or "").strip()
     if not text:
         raise InputError("Type a message first: empty messages are not sent.")
     if len(text) > max_chars:
