@@ -23,7 +23,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from core.migrations import LATEST, applied_versions, apply_migrations
 from core.schema import App, Conversation
-from core.snapshot_rows import find_app, find_snapshot, insert_app, insert_snapshot, latest_app_id, read_state
+from core.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
+from core.snapshot_rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
+                                read_state)
 from core.statecodec import Manifest, encode
 from core.stateserde import Remembered, deserialize_state, serialize_state
 
@@ -96,17 +98,22 @@ _HINTS = (  # what to check, for the errors people actually meet
 class SQLAlchemyPersister(BaseStatePersister):
     """Saves every Burr step; loads any step in O(size of that state)."""
 
-    def __init__(self, engine: Engine, cache_size: int = 256):
+    def __init__(self, engine: Engine, cache_size: int = 256, list_cache_bytes: int = DEFAULT_MAX_BYTES):
         self.engine = engine
         self._lock = threading.Lock()
         self._schema_ready = False  # set once the schema is known to be current
         # (partition, app_id) -> (sequence_id, serialized state, manifest, raw values) of the branch's last save
         self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
         self._cache_size = cache_size
+        self.list_cache = ListPrefixCache(list_cache_bytes)  # list items already read (see core/listcache.py)
+        # Reads run without BEGIN/COMMIT round trips: each statement sees committed rows, and the rows a
+        # load reads are never changed, only added to (a merge rewrites chunks into equal items).
+        self._reader = engine.execution_options(
+            **({"sqlite_single_read": True} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}))
 
     @classmethod
-    def from_url(cls, url: str, **engine_kwargs: Any) -> "SQLAlchemyPersister":
-        return cls(create_burrow_engine(url, **engine_kwargs))
+    def from_url(cls, url: str, *, list_cache_bytes: int = DEFAULT_MAX_BYTES, **engine_kwargs: Any) -> "SQLAlchemyPersister":
+        return cls(create_burrow_engine(url, **engine_kwargs), list_cache_bytes=list_cache_bytes)
 
     @property
     def url(self) -> str:
@@ -154,13 +161,15 @@ class SQLAlchemyPersister(BaseStatePersister):
         return None if found is None else found[1]
 
     def _load(self, conn: Connection, key: str, app_id: str | None, sequence_id: int | None) -> tuple | None:
-        app_id = app_id or latest_app_id(conn, key)
-        app = find_app(conn, key, app_id) if app_id else None
-        snapshot = find_snapshot(conn, app.id, sequence_id) if app else None
-        if snapshot is None:
+        row = find_branch_snapshot(conn, key, app_id or None, sequence_id)
+        if row is None:
             return None
-        state, needs_serde = read_state(conn, app.id, Manifest.from_json(snapshot.manifest))
-        loaded = _Loaded(app_id, snapshot.sequence_id, snapshot.position, snapshot.status, snapshot.created_at)
+        branch = Branch(key, row.app_id, row.app_ref, row.branch_created_at)
+        try:
+            state, needs_serde = read_state(conn, branch, Manifest.from_json(row.manifest), self.list_cache)
+        except ValueError as exc:  # rows gone under the reader: the conversation was deleted meanwhile
+            raise StorageError(f"snapshot {row.sequence_id} of {row.app_id!r} could not be read: {exc}") from exc
+        loaded = _Loaded(row.app_id, row.sequence_id, row.position, row.status, row.created_at)
         return loaded, state, needs_serde
 
     # ---- Burr's saver contract ----------------------------------------------------------------
@@ -218,23 +227,24 @@ class SQLAlchemyPersister(BaseStatePersister):
             app_ref, last_seq = app.id, app.last_sequence_id
         if sequence_id <= last_seq:
             raise SnapshotConflictError(_conflict_message(app_id, sequence_id))
-        previous, prev_manifest = self._previous(conn, key, app_id, app_ref, last_seq)
+        branch = Branch(key, app_id, app_ref, app.created_at if app is not None else now)
+        previous, prev_manifest = self._previous(conn, branch, last_seq)
         enc = encode(serialized, sequence_id, previous, prev_manifest)
         snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
         _upsert_conversation(conn, key, app_id, snapshot_id, now, serialized, stored)
         return enc.manifest
 
-    def _previous(self, conn: Connection, key: str, app_id: str, app_ref: int, last_seq: int) -> tuple:
+    def _previous(self, conn: Connection, branch: Branch, last_seq: int) -> tuple:
         """The branch's last saved state, from memory when this process wrote it, else from the database."""
         with self._lock:
-            cached = self._last.get((key, app_id))
+            cached = self._last.get((branch.partition_key, branch.app_id))
         if cached is not None and cached[0] == last_seq:
             return cached[1], cached[2]
-        snapshot = find_snapshot(conn, app_ref, None) if last_seq >= 0 else None
+        snapshot = find_latest_snapshot(conn, branch.row_id) if last_seq >= 0 else None
         if snapshot is None:
             return None, None
         manifest = Manifest.from_json(snapshot.manifest)
-        return read_state(conn, app_ref, manifest)[0], manifest
+        return read_state(conn, branch, manifest, self.list_cache)[0], manifest
 
     def _remember(self, key: str, app_id: str, sequence_id: int, serialized: dict, manifest: Manifest,
                   remembered: Remembered) -> None:
@@ -250,10 +260,11 @@ class SQLAlchemyPersister(BaseStatePersister):
         with self._lock:
             for cached in [k for k in self._last if k[0] == key and app_id in (None, k[1])]:
                 del self._last[cached]
+        self.list_cache.forget(key, app_id)
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _read(self, work):  # noqa: ANN001, ANN202 - small internal helper
-        with self.engine.connect() as conn, conn.begin():
+        with self._reader.connect() as conn, conn.begin():
             return work(conn)
 
     def _guard(self, work):  # noqa: ANN001, ANN202

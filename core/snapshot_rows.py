@@ -11,16 +11,15 @@ from typing import Any
 
 from sqlalchemy import Connection, LargeBinary, bindparam, cast, delete, func, insert, select, tuple_, update
 
+from core.listcache import Branch, ListPrefixCache
 from core.schema import App, ListItem, Snapshot, StateValue
-from core.statecodec import EncodedSnapshot, Manifest, decode
+from core.statecodec import EncodedSnapshot, Manifest, assemble_list, decode
 
 _apps, _snaps, _values, _chunks = (m.__table__ for m in (App, Snapshot, StateValue, ListItem))
 
-_FIND_APP = select(_apps.c.id, _apps.c.last_sequence_id).where(
+_FIND_APP = select(_apps.c.id, _apps.c.last_sequence_id, _apps.c.created_at).where(
     _apps.c.partition_key == bindparam("b_key"), _apps.c.app_id == bindparam("b_app"))
 _FIND_APP_LOCKED = _FIND_APP.with_for_update()  # SQLite renders no FOR UPDATE; BEGIN IMMEDIATE locks there
-_LATEST_APP = (select(_apps.c.app_id).where(_apps.c.partition_key == bindparam("b_key"))
-               .order_by(_apps.c.activity.desc()).limit(1))
 _INSERT_APP = insert(_apps).returning(_apps.c.id)
 _INSERT_SNAPSHOT = insert(_snaps).returning(_snaps.c.id)
 _INSERT_VALUE = insert(_values)
@@ -31,25 +30,47 @@ _DELETE_CHUNKS = (delete(_chunks).where(
 ).returning(func.length(cast(_chunks.c.data, LargeBinary))))  # bytes, not characters
 _MOVE_APP = update(_apps).where(_apps.c.id == bindparam("b_ref")).values(
     last_sequence_id=bindparam("b_seq"), activity=bindparam("b_activity"), updated_at=bindparam("b_now"))
-_SNAPSHOT_AT = select(_snaps).where(_snaps.c.app_ref == bindparam("b_ref"), _snaps.c.sequence_id == bindparam("b_seq"))
 _SNAPSHOT_LATEST = (select(_snaps).where(_snaps.c.app_ref == bindparam("b_ref"))
                     .order_by(_snaps.c.sequence_id.desc()).limit(1))
+# A load finds the branch and its snapshot in one statement (one round trip to a database server).
+_BRANCH_SNAPSHOT = (select(_apps.c.id.label("app_ref"), _apps.c.app_id, _apps.c.created_at.label("branch_created_at"),
+                           _snaps.c.sequence_id, _snaps.c.position, _snaps.c.status, _snaps.c.created_at,
+                           _snaps.c.manifest)
+                    .join(_snaps, _snaps.c.app_ref == _apps.c.id)
+                    .where(_apps.c.partition_key == bindparam("b_key")))
+_SNAPSHOT_AT = _BRANCH_SNAPSHOT.where(_apps.c.app_id == bindparam("b_app"), _snaps.c.sequence_id == bindparam("b_seq"))
+_BRANCH_LATEST = _BRANCH_SNAPSHOT.where(_apps.c.app_id == bindparam("b_app"),
+                                        _snaps.c.sequence_id == _apps.c.last_sequence_id)
+_NEWEST_BRANCH_LATEST = (_BRANCH_SNAPSHOT.where(_snaps.c.sequence_id == _apps.c.last_sequence_id)
+                         .order_by(_apps.c.activity.desc()).limit(1))
 _VALUES = select(_values.c.key, _values.c.data).where(
     _values.c.app_ref == bindparam("b_ref"),
     tuple_(_values.c.key, _values.c.sequence_id).in_(bindparam("b_pointers", expanding=True)))
+# The chunks holding items [b_have, b_len) of a list: those starting below b_len and ending past b_have.
 _CHUNKS = (select(_chunks.c.idx, _chunks.c.item_count, _chunks.c.data)
            .where(_chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
-                  _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx < bindparam("b_len"))
+                  _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx < bindparam("b_len"),
+                  _chunks.c.idx + _chunks.c.item_count > bindparam("b_have"))
            .order_by(_chunks.c.idx))
 
 
 def find_app(conn: Connection, partition_key: str, app_id: str, *, lock: bool = False) -> Any | None:
-    """The branch row (id, last_sequence_id), locked for update on databases that can."""
+    """The branch row (id, last_sequence_id, created_at), locked for update on databases that can."""
     return conn.execute(_FIND_APP_LOCKED if lock else _FIND_APP, {"b_key": partition_key, "b_app": app_id}).first()
 
 
-def latest_app_id(conn: Connection, partition_key: str) -> str | None:
-    return conn.execute(_LATEST_APP, {"b_key": partition_key}).scalar()
+def find_branch_snapshot(conn: Connection, partition_key: str, app_id: str | None, sequence_id: int | None) -> Any | None:
+    """The snapshot to load, joined with its branch row: `sequence_id` of `app_id`, where None means
+    the branch's latest snapshot and the most recently written branch respectively."""
+    params = {"b_key": partition_key, "b_app": app_id, "b_seq": sequence_id}
+    if app_id is None and sequence_id is not None:
+        params["b_app"] = conn.execute(_NEWEST_BRANCH_LATEST, params).first()
+        if params["b_app"] is None:
+            return None
+        params["b_app"] = params["b_app"].app_id
+    if sequence_id is not None:
+        return conn.execute(_SNAPSHOT_AT, params).first()
+    return conn.execute(_BRANCH_LATEST if app_id else _NEWEST_BRANCH_LATEST, params).first()
 
 
 def insert_app(conn: Connection, partition_key: str, app_id: str, now: datetime, forked_from: tuple | None) -> int:
@@ -83,22 +104,32 @@ def insert_snapshot(
     return snapshot_id, stored
 
 
-def find_snapshot(conn: Connection, app_ref: int, sequence_id: int | None) -> Any | None:
-    """The snapshot at `sequence_id`, or the branch's latest one."""
-    if sequence_id is None:
-        return conn.execute(_SNAPSHOT_LATEST, {"b_ref": app_ref}).first()
-    return conn.execute(_SNAPSHOT_AT, {"b_ref": app_ref, "b_seq": sequence_id}).first()
+def find_latest_snapshot(conn: Connection, app_ref: int) -> Any | None:
+    return conn.execute(_SNAPSHOT_LATEST, {"b_ref": app_ref}).first()
 
 
-def read_state(conn: Connection, app_ref: int, manifest: Manifest) -> tuple[dict[str, Any], set[str]]:
-    """The serialized state a manifest describes, and the keys that need Burr's serde walk."""
+def read_state(
+    conn: Connection, branch: Branch, manifest: Manifest, cache: ListPrefixCache | None = None
+) -> tuple[dict[str, Any], set[str]]:
+    """The serialized state a manifest describes, and the keys that need Burr's serde walk.
+
+    List items already in `cache` are not read again; what is read is added to it.
+    """
 
     def fetch_values(pointers: dict[str, int]) -> dict[str, bytes]:
-        rows = conn.execute(_VALUES, {"b_ref": app_ref, "b_pointers": list(pointers.items())})
+        rows = conn.execute(_VALUES, {"b_ref": branch.row_id, "b_pointers": list(pointers.items())})
         return {key: data for key, data in rows}
 
-    def fetch_chunks(key: str, generation: int, length: int) -> list[tuple[int, int, str]]:
-        params = {"b_ref": app_ref, "b_key": key, "b_gen": generation, "b_len": length}
-        return [tuple(row) for row in conn.execute(_CHUNKS, params)]
+    def read_list(key: str, generation: int, length: int) -> tuple[list, bool]:
+        cached = cache.get(branch, key, generation) if cache is not None else None
+        prefix, prefix_serde, size = (cached.items, cached.needs_serde, cached.size) if cached else ([], False, 0)
+        if length <= len(prefix):
+            return prefix[:length], prefix_serde
+        params = {"b_ref": branch.row_id, "b_key": key, "b_gen": generation, "b_have": len(prefix), "b_len": length}
+        chunks = [tuple(row) for row in conn.execute(_CHUNKS, params)]
+        items, needs_serde = assemble_list(key, prefix, prefix_serde, chunks, length)
+        if cache is not None:
+            cache.put(branch, key, generation, items, needs_serde, size + sum(len(data) for _, _, data in chunks))
+        return items, needs_serde
 
-    return decode(manifest, fetch_values, fetch_chunks)
+    return decode(manifest, fetch_values, read_list)

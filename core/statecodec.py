@@ -180,13 +180,14 @@ def _encode_list(
 def decode(
     manifest: Manifest,
     fetch_values: Callable[[dict[str, int]], dict[str, bytes]],
-    fetch_chunks: Callable[[str, int, int], list[tuple[int, int, str]]],
+    read_list: Callable[[str, int, int], tuple[list, bool]],
 ) -> tuple[dict[str, Any], set[str]]:
     """Rebuilds the serialized state and names the keys whose JSON holds Burr serde markers.
 
-    The fetchers read exactly the rows the manifest names: values by pointer, and the chunks
-    (start, count, data) of a list's generation that start below its length, ordered by start.
-    Keys outside the returned set need no `serde.deserialize` walk (a big saving on long lists).
+    `fetch_values` reads the value rows the manifest points to; `read_list(key, generation, length)`
+    returns items [0, length) of a list's generation and whether any holds a serde marker (built
+    with `assemble_list`). Keys outside the returned set need no `serde.deserialize` walk (a big
+    saving on long lists).
     """
     state: dict[str, Any] = dict(manifest.inline)
     marked = set(manifest.inline)  # small values: cheap to deserialize normally
@@ -200,25 +201,29 @@ def decode(
     if missing:
         raise ValueError(f"snapshot values missing from the database: {sorted(missing)}")
     for key, (generation, length, _sealed) in manifest.lists.items():
-        items, needs_serde = _read_chunks(key, fetch_chunks(key, generation, length) if length else [], length)
-        state[key] = items
+        state[key], needs_serde = read_list(key, generation, length)
         if needs_serde:
             marked.add(key)
     return {key: state[key] for key in manifest.order}, marked
 
 
-def _read_chunks(key: str, chunks: list[tuple[int, int, str]], length: int) -> tuple[list, bool]:
-    """Items [0, length) from contiguous chunks, and whether any holds a serde marker.
+def assemble_list(
+    key: str, prefix: list, prefix_serde: bool, chunks: list[tuple[int, int, str]], length: int
+) -> tuple[list, bool]:
+    """Items [0, length): a known prefix of them, then the chunks (start, count, data) that go past it.
 
-    Each chunk is parsed on its own: joining them first would allocate (and page-fault) one more
-    megabyte-sized buffer per load of a long chat, which costs more than the parsing.
+    The chunks are ordered by start and contiguous; the first may begin inside the prefix (a merge
+    rewrote small chunks into one), and then only its items past the prefix are taken. Each chunk is
+    parsed on its own: joining them first would allocate (and page-fault) one more megabyte-sized
+    buffer per load of a long chat, which costs more than the parsing.
     """
-    items: list[Any] = []
-    needs_serde = False
-    for start, count, data in chunks:
-        if start != len(items):
+    items = prefix[:length]
+    needs_serde = prefix_serde
+    for start, _count, data in chunks:
+        if start > len(items):
             raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {len(items)}")
-        items.extend(json.loads(data))
+        parsed = json.loads(data)
+        items.extend(parsed[len(items) - start:] if start < len(items) else parsed)
         needs_serde = needs_serde or SERDE_MARKER in data
     if len(items) < length:
         raise ValueError(f"snapshot list {key!r} expects {length} items, found {len(items)}")

@@ -43,16 +43,23 @@ class Rows:
     def load(self, sequence_id: int) -> dict:
         return self.load_marked(sequence_id)[0]
 
-    def load_marked(self, sequence_id: int) -> tuple[dict, set]:
+    def load_marked(self, sequence_id: int, known: dict | None = None) -> tuple[dict, set]:
+        """Decodes one snapshot; `known` plays the persister's list cache: (key, generation) -> items."""
+        known = {} if known is None else known
+
         def fetch_values(pointers: dict) -> dict:
             return {k: self.values[(k, s)] for k, s in pointers.items() if (k, s) in self.values}
 
-        def fetch_chunks(key: str, generation: int, length: int) -> list:
-            found = sorted((s, c, d) for (k, g, s), (c, d) in self.chunks.items()
-                           if (k, g) == (key, generation) and s < length)
-            return found
+        def read_list(key: str, generation: int, length: int) -> tuple[list, bool]:
+            prefix = known.get((key, generation), [])
+            chunks = sorted((s, c, d) for (k, g, s), (c, d) in self.chunks.items()
+                            if (k, g) == (key, generation) and s < length and s + c > len(prefix))
+            items, marked = statecodec.assemble_list(key, prefix, False, chunks, length)
+            if len(items) > len(prefix):
+                known[(key, generation)] = list(items)
+            return items, marked
 
-        return decode(Manifest.from_json(self.manifests[sequence_id]), fetch_values, fetch_chunks)
+        return decode(Manifest.from_json(self.manifests[sequence_id]), fetch_values, read_list)
 
     def items_stored(self, key: str) -> int:
         return sum(count for (k, _, _), (count, _) in self.chunks.items() if k == key)
@@ -237,3 +244,28 @@ def test_a_decoded_state_keeps_the_key_order_of_the_saved_one():
     state = {"z_list": [msg(0)], "a_big": BIG, "m_small": 1, "b_list": []}
     rows.save(0, state)
     assert list(rows.load(0)) == list(state)
+
+
+def test_a_known_prefix_is_extended_across_merges_and_equals_a_full_decode():
+    """A cache filled by earlier loads (including loads made before a merge rewrote the small chunks
+    they read) decodes every snapshot exactly as a decode from scratch does."""
+    rows, known = Rows(), {}
+    history: list = []
+    for seq in range(CHUNK_ITEMS * 2 + 7):
+        history = [*history, msg(seq)]
+        rows.save(seq, {"chat_history": history})
+        if seq % 5 == 0:
+            assert rows.load_marked(seq, known) == rows.load_marked(seq)  # cache filled mid-way
+    assert len(known[("chat_history", 0)]) > CHUNK_ITEMS  # the cache did grow as the list did
+    for seq in [*range(CHUNK_ITEMS * 2 + 7)][::-1]:  # newest first, then older: served from the prefix
+        assert rows.load_marked(seq, known) == rows.load_marked(seq)
+
+
+def test_assemble_list_takes_only_the_items_past_the_prefix_from_an_overlapping_chunk():
+    prefix = [msg(0), msg(1), msg(2)]
+    merged = (1, 4, json.dumps([msg(1), msg(2), msg(3), msg(4)]))  # a merge rewrote items 1..4
+    items, marked = statecodec.assemble_list("h", prefix, False, [merged], 5)
+    assert items == [msg(i) for i in range(5)] and not marked
+    assert items is not prefix and len(prefix) == 3  # the caller's prefix is never changed
+    with pytest.raises(ValueError, match="chunk at 4, expected 3"):
+        statecodec.assemble_list("h", prefix, False, [(4, 1, json.dumps([msg(4)]))], 5)

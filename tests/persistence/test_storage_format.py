@@ -97,16 +97,22 @@ def test_every_snapshot_of_a_long_conversation_round_trips_exactly(recorder, db_
     statuses = [status for _, _, status in recorder.saved.values()]
     assert statuses.count("failed") == 1 and len(recorder.saved) == 150 * 3 + 3 + 9
 
-    fresh = SQLAlchemyPersister.from_url(db_url)  # no cache: everything comes from the database
+    uncached = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=0)  # every load reads the database
+    cached = SQLAlchemyPersister.from_url(db_url)  # loads extend what earlier (shuffled) loads read
+    saved = list(recorder.saved.items())
+    random.Random(4).shuffle(saved)
     try:
-        for (app_id, seq), (state_json, position, status) in recorder.saved.items():
-            loaded = fresh.load("long", app_id, seq)
-            assert (loaded["position"], loaded["status"], loaded["sequence_id"]) == (position, status, seq)
-            assert exact(loaded["state"].serialize()) == exact(json.loads(state_json)), (app_id, seq)
-            assert exact(fresh.load_serialized("long", app_id, seq)) == exact(json.loads(state_json))
-        assert fresh.load("long", None)["app_id"] == "fork"  # the most recent branch
+        for (app_id, seq), (state_json, position, status) in saved:
+            for fresh in (uncached, cached):
+                loaded = fresh.load("long", app_id, seq)
+                assert (loaded["position"], loaded["status"], loaded["sequence_id"]) == (position, status, seq)
+                assert exact(loaded["state"].serialize()) == exact(json.loads(state_json)), (app_id, seq)
+                assert exact(fresh.load_serialized("long", app_id, seq)) == exact(json.loads(state_json))
+        assert uncached.load("long", None)["app_id"] == "fork"  # the most recent branch
+        assert uncached.list_cache.size == 0 and cached.list_cache.size > 0
     finally:
-        fresh.engine.dispose()
+        uncached.engine.dispose()
+        cached.engine.dispose()
 
 
 def stored_payload(persister: SQLAlchemyPersister, partition_key: str) -> int:

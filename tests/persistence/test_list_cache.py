@@ -1,0 +1,113 @@
+"""The persister's cache of list items already read (core/listcache.py), on SQLite and PostgreSQL.
+
+A load must return exactly what a cache-less load returns, whatever another writer did meanwhile:
+appended, rewritten the list, forked, or deleted the conversation and started one with the same ids.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from burr.core import State
+from sqlalchemy import event
+
+from core.conversations import ConversationStore
+from core.persistence import SQLAlchemyPersister
+
+
+def message(i: int) -> dict:
+    return {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "é" * (i % 7)}
+
+
+def save_history(persister: SQLAlchemyPersister, key: str, app_id: str, first_seq: int, histories: list[list]) -> int:
+    """Saves one snapshot per history, from `first_seq` on; returns the next sequence id."""
+    for offset, history in enumerate(histories):
+        state = State({"chat_history": history, "safe": True})
+        persister.save(key, app_id, first_seq + offset, "human_input", state, "completed")
+    return first_seq + len(histories)
+
+
+def growing(start: int, stop: int) -> list[list]:
+    return [[message(i) for i in range(n + 1)] for n in range(start, stop)]
+
+
+@pytest.fixture
+def other(db_url):
+    """A second persister on the same database: another server process, with its own caches."""
+    store = SQLAlchemyPersister.from_url(db_url)
+    store.initialize()
+    yield store
+    store.engine.dispose()
+
+
+def chunk_reads(persister: SQLAlchemyPersister) -> list[list]:
+    """Records the parameter values of every read of list chunks the persister makes."""
+    reads: list[list] = []
+
+    @event.listens_for(persister.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "burrow_list_items" in statement:
+            reads.append(list(parameters.values() if isinstance(parameters, dict) else parameters))
+
+    return reads
+
+
+def history_of(persister: SQLAlchemyPersister, key: str, app_id: str | None = "main", seq: int | None = None) -> list:
+    return persister.load(key, app_id, seq)["state"]["chat_history"]
+
+
+def test_a_second_load_reads_only_the_chunks_past_what_the_first_one_read(persister, other):
+    nxt = save_history(other, "c", "main", 0, growing(0, 150))
+    reads = chunk_reads(persister)
+    assert history_of(persister, "c") == [message(i) for i in range(150)]
+    assert len(reads) == 1
+    save_history(other, "c", "main", nxt, growing(150, 153))
+    assert history_of(persister, "c") == [message(i) for i in range(153)]
+    assert len(reads) == 2 and 150 in reads[1]  # asked only for chunks ending past item 150
+    assert history_of(persister, "c", seq=70) == [message(i) for i in range(71)]
+    assert len(reads) == 2  # an older snapshot of the same list is served from what was read
+
+
+def test_rewrites_forks_and_appends_by_another_writer_are_seen(persister, other):
+    nxt = save_history(other, "c", "main", 0, growing(0, 80))
+    assert len(history_of(persister, "c")) == 80
+    rewritten = [message(1000), *[message(i) for i in range(1, 80)]]  # the first item changed: a new generation
+    nxt = save_history(other, "c", "main", nxt, [rewritten, [*rewritten, message(80)]])
+    assert history_of(persister, "c") == [*rewritten, message(80)]
+    fork = [message(i) for i in range(40)] + [message(2000)]
+    other.save("c", "fork", 40, "human_input", State({"chat_history": fork, "safe": True}), "completed",
+               forked_from=("main", 39))
+    assert history_of(persister, "c", app_id=None) == fork  # the newest branch, not main's cached items
+    assert history_of(persister, "c", seq=79) == [message(i) for i in range(80)]  # the old generation is intact
+
+
+def test_a_deleted_conversation_recreated_with_the_same_ids_never_returns_old_items(persister, other):
+    save_history(other, "c", "main", 0, growing(0, 70))
+    assert len(history_of(persister, "c")) == 70
+    assert ConversationStore(other).delete("c")
+    replacement = [{"role": "user", "content": f"new {i}"} for i in range(3)]
+    save_history(other, "c", "main", 0, [replacement[:1], replacement[:2], replacement])
+    assert history_of(persister, "c") == replacement  # the database may even hand out the same row id
+
+
+def test_the_cache_keeps_within_its_budget_and_a_zero_budget_disables_it(db_url, other):
+    save_history(other, "a", "main", 0, growing(0, 100))
+    save_history(other, "b", "main", 0, growing(0, 100))
+    one_list = len(json.dumps([message(i) for i in range(100)], ensure_ascii=False))
+    small = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=int(one_list * 1.5))
+    off = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=0)
+    try:
+        for key in ("a", "b", "a"):
+            assert history_of(small, key) == history_of(off, key) == [message(i) for i in range(100)]
+            assert 0 < small.list_cache.size <= small.list_cache.max_bytes
+        assert off.list_cache.size == 0
+    finally:
+        small.engine.dispose()
+        off.engine.dispose()
+
+
+def test_loaded_lists_are_copies_so_changing_one_does_not_change_the_next_load(persister):
+    save_history(persister, "c", "main", 0, growing(0, 10))
+    first = history_of(persister, "c")
+    first.append({"role": "user", "content": "not saved"})
+    assert history_of(persister, "c") == [message(i) for i in range(10)]
