@@ -31,8 +31,10 @@ class ConversationResult:
     bytes_at: dict[int, int] = dataclasses.field(default_factory=dict)  # turns -> stored bytes
     run_seconds: float = 0.0  # wall time of the turns (app + saves)
     vacuum_seconds: float = 0.0
-    load_latest: list[float] = dataclasses.field(default_factory=list)
+    load_latest: list[float] = dataclasses.field(default_factory=list)  # as the app loads: caches as they are
     load_middle: list[float] = dataclasses.field(default_factory=list)
+    load_latest_cold: list[float] = dataclasses.field(default_factory=list)  # the persister's caches emptied first
+    load_middle_cold: list[float] = dataclasses.field(default_factory=list)
     same_state: bool | None = None  # latest state equals the first target's (same workload)
 
 
@@ -80,7 +82,12 @@ def _one_conversation(target: Target, checkpoints: list[int], progress: Progress
 
 
 def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: int) -> None:
-    """Load-latest and load-middle, `repeat` rounds over the targets, BLOCK calls each."""
+    """Load-latest and load-middle, `repeat` rounds over the targets, BLOCK calls each.
+
+    Each is timed twice: as the app loads (what earlier loads left in the persister's cache is used,
+    as when a conversation is reloaded every turn) and cold (that cache emptied before each call, as
+    for the first load of a conversation in a process). Burr's persisters keep no cache: both equal.
+    """
     last_seq = last_turn * SAVES_PER_TURN - 1
     middle_seq = last_seq // 2
     pk, app_id = CONVERSATION
@@ -93,10 +100,12 @@ def measure_loads(targets: list[Target], results: dict, last_turn: int, repeat: 
     for _ in range(repeat):
         for target in targets:
             persister, result = target.persister(), results[target.label_id]
-            for _ in range(BLOCK):
-                result.load_latest.append(_timed(lambda: persister.load(pk, app_id)))
-            for _ in range(BLOCK):
-                result.load_middle.append(_timed(lambda: persister.load(pk, app_id, middle_seq)))
+            for samples, seq, cold in ((result.load_latest, None, False), (result.load_middle, middle_seq, False),
+                                       (result.load_latest_cold, None, True), (result.load_middle_cold, middle_seq, True)):
+                for _ in range(BLOCK):
+                    if cold:
+                        target.drop_caches()
+                    samples.append(_timed(lambda: persister.load(pk, app_id, seq)))
 
 
 def _timed(fn: Callable[[], object]) -> float:

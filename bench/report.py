@@ -53,6 +53,8 @@ def table(columns: list[Column], raw_at: dict[int, int], early: int, page: int, 
     row(f"Save median, last {WINDOW} turns (to {last:,})", lambda c: ms(median(window_saves(c.run.saves, last, last))))
     row("Load latest snapshot, median", lambda c: ms(median(c.run.load_latest)))
     row("Load middle snapshot, median", lambda c: ms(median(c.run.load_middle)))
+    row("Load latest, persister's cache emptied first, median", lambda c: ms(median(c.run.load_latest_cold)))
+    row("Load middle, persister's cache emptied first, median", lambda c: ms(median(c.run.load_middle_cold)))
     row("Loaded state equals the others'", lambda c: "yes" if c.run.same_state else "NO")
     row(f"List newest {page} of {count:,} conversations, median", lambda c: ms(median(c.listing.seconds)) if c.listing else "n/a")
     row("Listing call returned rows / distinct in first page / page is the newest, in order",
@@ -82,7 +84,9 @@ def check_targets(columns: list[Column], raw_at: dict[int, int], early: int) -> 
             out.append((f"{tag}: save median at turn {last:,} <= 1/5 of Burr SQLitePersister's", late <= burr_late / 5,
                         f"{ms(late)} vs {ms(burr_late)} (1/{burr_late / late:.0f})"))
             burr_load = median(burr_sqlite.run.load_latest)
-            for name, samples in (("latest", ours.run.load_latest), ("middle", ours.run.load_middle)):
+            for name, samples in (("latest", ours.run.load_latest), ("middle", ours.run.load_middle),
+                                  ("latest, cache emptied first,", ours.run.load_latest_cold),
+                                  ("middle, cache emptied first,", ours.run.load_middle_cold)):
                 mine = median(samples)
                 out.append((f"{tag}: load {name} <= Burr SQLitePersister's load-latest", mine <= burr_load,
                             f"{ms(mine)} vs {ms(burr_load)}"))
@@ -101,7 +105,8 @@ def like_for_like(columns: list[Column], raw_at: dict[int, int]) -> list[str]:
         pairs = [("save median, last turns", median(window_saves(ours.run.saves, last, last)),
                   median(window_saves(burr.run.saves, last, last))),
                  ("load latest", median(ours.run.load_latest), median(burr.run.load_latest)),
-                 ("load middle", median(ours.run.load_middle), median(burr.run.load_middle))]
+                 ("load middle", median(ours.run.load_middle), median(burr.run.load_middle)),
+                 ("load latest cold", median(ours.run.load_latest_cold), median(burr.run.load_latest_cold))]
         text = ", ".join(f"{name} {ms(a)} vs {ms(b)} ({a / b:.2f}x)" for name, a, b in pairs)
         lines.append(f"- {ours.backend}: Burrow vs {burr.label}: stored {ours.run.bytes_at[last] / raw_at[last]:.1f}x "
                      f"vs {burr.run.bytes_at[last] / raw_at[last]:,.0f}x raw; {text}")

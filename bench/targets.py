@@ -56,6 +56,9 @@ class Target:
             return f"conv-{index:05d}", "main"
         return BURR_PARTITION, f"conv-{index:05d}"
 
+    def drop_caches(self) -> None:
+        """Empties what the persister itself keeps of earlier reads (Burr's persisters keep nothing)."""
+
     def close(self) -> None:
         pass
 
@@ -72,6 +75,9 @@ class OursSQLite(Target):
 
     def persister(self) -> SQLAlchemyPersister:
         return self._persister
+
+    def drop_caches(self) -> None:
+        self._persister.list_cache.clear()
 
     def stored_bytes(self) -> int:
         self.store.vacuum()
@@ -150,6 +156,9 @@ class OursPostgres(Target):
 
     def persister(self) -> SQLAlchemyPersister:
         return self._persister
+
+    def drop_caches(self) -> None:
+        self._persister.list_cache.clear()
 
     def stored_bytes(self) -> int:
         return self.db.vacuum_full_size([t.name for t in TABLES])

@@ -26,7 +26,7 @@ from core.schema import App, Conversation
 from core.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
 from core.snapshot_rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
                                 read_state)
-from core.statecodec import Manifest, encode
+from core.statecodec import Manifest, MissingRowsError, encode
 from core.stateserde import Remembered, deserialize_state, serialize_state
 
 TITLE_CHARS = 80
@@ -167,7 +167,7 @@ class SQLAlchemyPersister(BaseStatePersister):
         branch = Branch(key, row.app_id, row.app_ref, row.branch_created_at)
         try:
             state, needs_serde = read_state(conn, branch, Manifest.from_json(row.manifest), self.list_cache)
-        except ValueError as exc:  # rows gone under the reader: the conversation was deleted meanwhile
+        except MissingRowsError as exc:  # rows gone under the reader: the conversation was deleted meanwhile
             raise StorageError(f"snapshot {row.sequence_id} of {row.app_id!r} could not be read: {exc}") from exc
         loaded = _Loaded(row.app_id, row.sequence_id, row.position, row.status, row.created_at)
         return loaded, state, needs_serde

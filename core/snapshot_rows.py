@@ -120,14 +120,14 @@ def read_state(
         rows = conn.execute(_VALUES, {"b_ref": branch.row_id, "b_pointers": list(pointers.items())})
         return {key: data for key, data in rows}
 
-    def read_list(key: str, generation: int, length: int) -> tuple[list, bool]:
+    def read_list(key: str, generation: int, length: int, marked: bool | None) -> tuple[list, bool]:
         cached = cache.get(branch, key, generation) if cache is not None else None
         prefix, prefix_serde, size = (cached.items, cached.needs_serde, cached.size) if cached else ([], False, 0)
         if length <= len(prefix):
-            return prefix[:length], prefix_serde
+            return prefix[:length], prefix_serde if marked is None else marked
         params = {"b_ref": branch.row_id, "b_key": key, "b_gen": generation, "b_have": len(prefix), "b_len": length}
         chunks = [tuple(row) for row in conn.execute(_CHUNKS, params)]
-        items, needs_serde = assemble_list(key, prefix, prefix_serde, chunks, length)
+        items, needs_serde = assemble_list(key, prefix, prefix_serde, chunks, length, marked)
         if cache is not None:
             cache.put(branch, key, generation, items, needs_serde, size + sum(len(data) for _, _, data in chunks))
         return items, needs_serde

@@ -26,6 +26,11 @@ CHUNK_ITEMS = 64  # appended list items are merged into one row once this many a
 # loading a long chat slower than reading one big JSON row (PostgreSQL compresses big text by itself,
 # and text travels as is where bytea is hex-encoded); values are few per state, so they compress.
 SERDE_MARKER = '"__burr_serde__"'  # Burr's serde key; JSON without it deserializes to itself
+_SERDE_MARKER_BYTES = SERDE_MARKER.encode()
+
+
+class MissingRowsError(ValueError):
+    """A manifest points at rows that are not there (deleted while being read, or a damaged database)."""
 
 
 def dumps(value: Any) -> bytes:
@@ -41,12 +46,14 @@ class Manifest:
     """Where each key of one snapshot's state lives, in the state's own key order.
 
     Stored as one JSON object in key order: {key: ["i", value] | ["v", sequence_id of its row]
-    | ["l", generation, length, sealed]}; a list's items [0, sealed) are in sealed chunks.
+    | ["l", generation, length, sealed, marked]}; a list's items [0, sealed) are in sealed chunks, and
+    `marked` (1/0) says whether any of its items holds a Burr serde marker, so a load need not search
+    megabytes of text for one (manifests written before it was added lack it: then the text is searched).
     """
 
     inline: dict[str, Any] = dataclasses.field(default_factory=dict)
     values: dict[str, int] = dataclasses.field(default_factory=dict)  # key -> sequence_id of its row
-    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # key -> [generation, length, sealed]
+    lists: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # key -> [generation, length, sealed, marked?]
     order: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
@@ -164,8 +171,9 @@ def _encode_list(
     appended = prev_entry is not None and isinstance(previous, list) and _starts_with(value, previous)
     if appended:
         generation, start, sealed = prev_entry[0], len(previous), prev_entry[2]
+        marked = bool(prev_entry[3]) if len(prev_entry) > 3 else _SERDE_MARKER_BYTES in dumps(previous)
     else:
-        generation, start, sealed = sequence_id, 0, 0
+        generation, start, sealed, marked = sequence_id, 0, 0, False
     if len(value) - sealed >= CHUNK_ITEMS:
         if start > sealed:
             out.merged.append((key, generation, sealed, start))
@@ -174,19 +182,20 @@ def _encode_list(
     if len(value) > start:
         data = dumps(value[start:])
         out.chunks.append(Chunk(key, generation, start, len(value) - start, data.decode("utf-8"), len(data)))
-    out.manifest.lists[key] = [generation, len(value), sealed]
+        marked = marked or _SERDE_MARKER_BYTES in data
+    out.manifest.lists[key] = [generation, len(value), sealed, int(marked)]
 
 
 def decode(
     manifest: Manifest,
     fetch_values: Callable[[dict[str, int]], dict[str, bytes]],
-    read_list: Callable[[str, int, int], tuple[list, bool]],
+    read_list: Callable[[str, int, int, bool | None], tuple[list, bool]],
 ) -> tuple[dict[str, Any], set[str]]:
     """Rebuilds the serialized state and names the keys whose JSON holds Burr serde markers.
 
-    `fetch_values` reads the value rows the manifest points to; `read_list(key, generation, length)`
-    returns items [0, length) of a list's generation and whether any holds a serde marker (built
-    with `assemble_list`). Keys outside the returned set need no `serde.deserialize` walk (a big
+    `fetch_values` reads the value rows the manifest points to; `read_list(key, generation, length,
+    marked)` returns items [0, length) of a list's generation and whether any holds a serde marker
+    (built with `assemble_list`; `marked` is None when the manifest does not say). Keys outside the returned set need no `serde.deserialize` walk (a big
     saving on long lists).
     """
     state: dict[str, Any] = dict(manifest.inline)
@@ -199,18 +208,20 @@ def decode(
                 marked.add(key)
     missing = set(manifest.values) - set(state)
     if missing:
-        raise ValueError(f"snapshot values missing from the database: {sorted(missing)}")
-    for key, (generation, length, _sealed) in manifest.lists.items():
-        state[key], needs_serde = read_list(key, generation, length)
+        raise MissingRowsError(f"snapshot values missing from the database: {sorted(missing)}")
+    for key, (generation, length, _sealed, *flag) in manifest.lists.items():
+        state[key], needs_serde = read_list(key, generation, length, bool(flag[0]) if flag else None)
         if needs_serde:
             marked.add(key)
     return {key: state[key] for key in manifest.order}, marked
 
 
 def assemble_list(
-    key: str, prefix: list, prefix_serde: bool, chunks: list[tuple[int, int, str]], length: int
+    key: str, prefix: list, prefix_serde: bool, chunks: list[tuple[int, int, str]], length: int,
+    marked: bool | None = None,
 ) -> tuple[list, bool]:
-    """Items [0, length): a known prefix of them, then the chunks (start, count, data) that go past it.
+    """Items [0, length): a known prefix of them, then the chunks (start, count, data) that go past it,
+    and whether they hold a serde marker (`marked` when the manifest says, else the text is searched).
 
     The chunks are ordered by start and contiguous; the first may begin inside the prefix (a merge
     rewrote small chunks into one), and then only its items past the prefix are taken. Each chunk is
@@ -218,14 +229,15 @@ def assemble_list(
     buffer per load of a long chat, which costs more than the parsing.
     """
     items = prefix[:length]
-    needs_serde = prefix_serde
+    needs_serde = prefix_serde if marked is None else marked
     for start, _count, data in chunks:
         if start > len(items):
-            raise ValueError(f"snapshot list {key!r}: chunk at {start}, expected {len(items)}")
+            raise MissingRowsError(f"snapshot list {key!r}: chunk at {start}, expected {len(items)}")
         parsed = json.loads(data)
         items.extend(parsed[len(items) - start:] if start < len(items) else parsed)
-        needs_serde = needs_serde or SERDE_MARKER in data
+        if marked is None:
+            needs_serde = needs_serde or SERDE_MARKER in data
     if len(items) < length:
-        raise ValueError(f"snapshot list {key!r} expects {length} items, found {len(items)}")
+        raise MissingRowsError(f"snapshot list {key!r} expects {length} items, found {len(items)}")
     del items[length:]
     return items, needs_serde

@@ -50,11 +50,11 @@ class Rows:
         def fetch_values(pointers: dict) -> dict:
             return {k: self.values[(k, s)] for k, s in pointers.items() if (k, s) in self.values}
 
-        def read_list(key: str, generation: int, length: int) -> tuple[list, bool]:
+        def read_list(key: str, generation: int, length: int, marked: bool | None) -> tuple[list, bool]:
             prefix = known.get((key, generation), [])
             chunks = sorted((s, c, d) for (k, g, s), (c, d) in self.chunks.items()
                             if (k, g) == (key, generation) and s < length and s + c > len(prefix))
-            items, marked = statecodec.assemble_list(key, prefix, False, chunks, length)
+            items, marked = statecodec.assemble_list(key, prefix, False, chunks, length, marked)
             if len(items) > len(prefix):
                 known[(key, generation)] = list(items)
             return items, marked
@@ -195,6 +195,22 @@ def test_decode_names_the_keys_that_need_burr_serde():
     state, needs_serde = rows.load_marked(0)
     assert needs_serde == {"objects", "doc", "small"}  # inline values are cheap: always walked
     assert state["objects"] == [marked]
+
+
+def test_the_manifest_says_whether_a_list_holds_serde_markers_and_old_manifests_are_searched():
+    rows = Rows()
+    marked = {"__burr_serde__": "pickle", "value": "abc"}
+    rows.save(0, {"plain": [msg(0)], "objects": [msg(1)]})
+    rows.save(1, {"plain": [msg(0), msg(2)], "objects": [msg(1), marked]})  # the marker arrives in an append
+    rows.save(2, {"plain": [msg(0), msg(2), msg(3)], "objects": [msg(1), marked, msg(4)]})
+    flags = {seq: {k: v[3] for k, v in Manifest.from_json(rows.manifests[seq]).lists.items()} for seq in range(3)}
+    assert flags == {0: {"plain": 0, "objects": 0}, 1: {"plain": 0, "objects": 1}, 2: {"plain": 0, "objects": 1}}
+    old = json.loads(rows.manifests[2])
+    rows.manifests[2] = json.dumps({key: entry[:4] for key, entry in old.items()})  # as written before the flag
+    assert rows.load_marked(2)[1] == {"objects"}  # found by searching the text
+    rows.last = (rows.load(2), Manifest.from_json(rows.manifests[2]))
+    enc = rows.save(3, {"plain": [msg(0), msg(2), msg(3)], "objects": [msg(1), marked, msg(4), msg(5)]})
+    assert enc.manifest.lists["objects"][3] == 1 and enc.manifest.lists["plain"][3] == 0  # flags restored
 
 
 # ---- Burr-state side: serialize_state / deserialize_state ------------------------------------------
