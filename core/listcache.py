@@ -38,7 +38,7 @@ class Branch:
 class CachedList:
     items: list[Any]  # items [0, len(items)) of the generation; never handed out, only copies of it
     needs_serde: bool  # some item holds a Burr serde marker
-    size: int  # JSON characters read to build it
+    size: int  # JSON bytes read to build it
 
 
 class ListPrefixCache:
@@ -87,5 +87,5 @@ class ListPrefixCache:
 
     @property
     def size(self) -> int:
-        """JSON characters held, for tests and benchmarks."""
+        """JSON bytes held, for tests and benchmarks."""
         return self._size

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Connection, DateTime, Engine, Integer, MetaData, String, Table, Text,
+    BigInteger, Boolean, Column, Connection, DateTime, Engine, Integer, LargeBinary, MetaData, String, Table, Text,
     UniqueConstraint, func, inspect, select, text, update,
 )
 
@@ -103,9 +103,35 @@ def _convert_branch(conn: Connection, old: Table, partition_key: str, app_id: st
             activity=activity, stored_bytes=Conversation.stored_bytes + stored))
 
 
+# ---- version 3: list chunks as bytes with a codec byte (LZ4-compressed from now on) ---------------
+def m003_binary_list_chunks(conn: Connection) -> None:
+    """Turns the JSON text of list chunks into b'j' + its UTF-8 bytes; new chunks are written LZ4-compressed.
+
+    A database upgraded from v1 by this release already has the binary column (m002 creates the
+    tables of core/schema.py), so only databases that reached v2 under the previous release change.
+    """
+    column = next(c for c in inspect(conn).get_columns(ListItem.__tablename__) if c["name"] == "data")
+    if isinstance(column["type"], LargeBinary):
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ALTER TABLE {ListItem.__tablename__} ALTER COLUMN data TYPE bytea "
+                          "USING convert_to('j' || data, 'UTF8')"))
+    else:  # SQLite cannot change a column's type: rebuild the table, converting each row
+        columns = "app_ref, key, generation, idx, item_count"
+        conn.execute(text(f"ALTER TABLE {ListItem.__tablename__} RENAME TO burrow_list_items_v2"))
+        ListItem.__table__.create(conn)
+        conn.execute(text(f"INSERT INTO {ListItem.__tablename__} ({columns}, data) "
+                          f"SELECT {columns}, CAST('j' || data AS BLOB) FROM burrow_list_items_v2"))
+        conn.execute(text("DROP TABLE burrow_list_items_v2"))
+    chunks = (select(func.count()).select_from(ListItem).join(App, App.id == ListItem.app_ref)
+              .where(App.partition_key == Conversation.partition_key).scalar_subquery())
+    conn.execute(update(Conversation).values(stored_bytes=Conversation.stored_bytes + chunks))  # one codec byte each
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "full snapshots and conversation catalog", m001_full_snapshots),
     (2, "delta snapshots", m002_delta_snapshots),
+    (3, "binary, compressed list chunks", m003_binary_list_chunks),
 ]
 LATEST = MIGRATIONS[-1][0]
 

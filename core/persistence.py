@@ -26,7 +26,7 @@ from core.schema import App, Conversation
 from core.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
 from core.snapshot_rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
                                 read_state)
-from core.statecodec import Manifest, MissingRowsError, encode
+from core.statecodec import Manifest, UnreadableSnapshotError, encode
 from core.stateserde import Remembered, deserialize_state, serialize_state
 
 TITLE_CHARS = 80
@@ -57,7 +57,20 @@ def create_burrow_engine(url: str, **engine_kwargs: Any) -> Engine:
     engine = create_engine(url, **engine_kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    if engine.dialect.driver == "psycopg":
+        _binary_results_on_request(engine)
     return engine
+
+
+def _binary_results_on_request(engine: Engine) -> None:
+    """Statements marked `burrow_binary_results` get psycopg 3's binary result format: bytea then
+    arrives as is, where the text format would send (and make the client decode) twice the bytes in hex."""
+    from psycopg.pq import Format
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _binary(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if context is not None and context.execution_options.get("burrow_binary_results"):
+            cursor.format = Format.BINARY
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -167,7 +180,7 @@ class SQLAlchemyPersister(BaseStatePersister):
         branch = Branch(key, row.app_id, row.app_ref, row.branch_created_at)
         try:
             state, needs_serde = read_state(conn, branch, Manifest.from_json(row.manifest), self.list_cache)
-        except MissingRowsError as exc:  # rows gone under the reader: the conversation was deleted meanwhile
+        except UnreadableSnapshotError as exc:  # e.g. rows gone under the reader: the conversation was deleted meanwhile
             raise StorageError(f"snapshot {row.sequence_id} of {row.app_id!r} could not be read: {exc}") from exc
         loaded = _Loaded(row.app_id, row.sequence_id, row.position, row.status, row.created_at)
         return loaded, state, needs_serde

@@ -1,11 +1,12 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema version 2, see core/migrations.py for how older files upgrade):
+How a snapshot is stored (schema version 3, see core/migrations.py for how older files upgrade):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
   row (written only when the value changed), lists as (generation, length) over chunks of items in
-  `burrow_list_items` (an appended list only adds its new items, merged every 64 items into one row).
+  `burrow_list_items` (an appended list only adds its new items, merged every 64 items into one row,
+  stored as LZ4-compressed JSON since version 3).
   Loading any snapshot reads just that state's rows.
 - `burrow_conversations`: the catalog the sidebar lists, so listing never touches snapshots.
 """
@@ -16,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -98,7 +99,8 @@ class StateValue(Base):
 
 
 class ListItem(Base):
-    """A chunk of a list in state: items [idx, idx + item_count) as JSON array text (see statecodec).
+    """A chunk of a list in state: items [idx, idx + item_count), data: b'4' + LZ4(JSON array) or
+    b'j' + JSON (see statecodec).
 
     A list rewritten (not just appended to) starts a new generation.
     """
@@ -109,7 +111,7 @@ class ListItem(Base):
     generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     item_count: Mapped[int] = mapped_column(Integer)
-    data: Mapped[str] = mapped_column(Text)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 TABLES = [m.__table__ for m in (Migration, Conversation, App, Snapshot, StateValue, ListItem)]

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, LargeBinary, bindparam, cast, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
 
 from core.listcache import Branch, ListPrefixCache
 from core.schema import App, ListItem, Snapshot, StateValue
-from core.statecodec import EncodedSnapshot, Manifest, assemble_list, decode
+from core.statecodec import HAS_SERDE_MARKER, EncodedSnapshot, Manifest, assemble_list, decode
 
 _apps, _snaps, _values, _chunks = (m.__table__ for m in (App, Snapshot, StateValue, ListItem))
 
@@ -27,7 +27,10 @@ _INSERT_CHUNK = insert(_chunks)
 _DELETE_CHUNKS = (delete(_chunks).where(
     _chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
     _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx >= bindparam("b_from"), _chunks.c.idx < bindparam("b_to"),
-).returning(func.length(cast(_chunks.c.data, LargeBinary))))  # bytes, not characters
+).returning(func.length(_chunks.c.data)))
+# Blobs are read in the driver's binary format where it has one (psycopg 3): bytea as text would be
+# hex, twice the bytes to move and decode (see create_burrow_engine).
+_BINARY = {"burrow_binary_results": True}
 _MOVE_APP = update(_apps).where(_apps.c.id == bindparam("b_ref")).values(
     last_sequence_id=bindparam("b_seq"), activity=bindparam("b_activity"), updated_at=bindparam("b_now"))
 _SNAPSHOT_LATEST = (select(_snaps).where(_snaps.c.app_ref == bindparam("b_ref"))
@@ -45,13 +48,13 @@ _NEWEST_BRANCH_LATEST = (_BRANCH_SNAPSHOT.where(_snaps.c.sequence_id == _apps.c.
                          .order_by(_apps.c.activity.desc()).limit(1))
 _VALUES = select(_values.c.key, _values.c.data).where(
     _values.c.app_ref == bindparam("b_ref"),
-    tuple_(_values.c.key, _values.c.sequence_id).in_(bindparam("b_pointers", expanding=True)))
+    tuple_(_values.c.key, _values.c.sequence_id).in_(bindparam("b_pointers", expanding=True))).execution_options(**_BINARY)
 # The chunks holding items [b_have, b_len) of a list: those starting below b_len and ending past b_have.
 _CHUNKS = (select(_chunks.c.idx, _chunks.c.item_count, _chunks.c.data)
            .where(_chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
                   _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx < bindparam("b_len"),
                   _chunks.c.idx + _chunks.c.item_count > bindparam("b_have"))
-           .order_by(_chunks.c.idx))
+           .order_by(_chunks.c.idx).execution_options(**_BINARY))
 
 
 def find_app(conn: Connection, partition_key: str, app_id: str, *, lock: bool = False) -> Any | None:
@@ -120,16 +123,16 @@ def read_state(
         rows = conn.execute(_VALUES, {"b_ref": branch.row_id, "b_pointers": list(pointers.items())})
         return {key: data for key, data in rows}
 
-    def read_list(key: str, generation: int, length: int, marked: bool | None) -> tuple[list, bool]:
+    def read_list(key: str, generation: int, length: int, flags: int | None) -> tuple[list, bool]:
         cached = cache.get(branch, key, generation) if cache is not None else None
         prefix, prefix_serde, size = (cached.items, cached.needs_serde, cached.size) if cached else ([], False, 0)
         if length <= len(prefix):
-            return prefix[:length], prefix_serde if marked is None else marked
+            return prefix[:length], prefix_serde if flags is None else bool(flags & HAS_SERDE_MARKER)
         params = {"b_ref": branch.row_id, "b_key": key, "b_gen": generation, "b_have": len(prefix), "b_len": length}
         chunks = [tuple(row) for row in conn.execute(_CHUNKS, params)]
-        items, needs_serde = assemble_list(key, prefix, prefix_serde, chunks, length, marked)
+        items, needs_serde, json_bytes = assemble_list(key, prefix, prefix_serde, chunks, length, flags)
         if cache is not None:
-            cache.put(branch, key, generation, items, needs_serde, size + sum(len(data) for _, _, data in chunks))
+            cache.put(branch, key, generation, items, needs_serde, size + json_bytes)
         return items, needs_serde
 
     return decode(manifest, fetch_values, read_list)

@@ -50,11 +50,11 @@ class Rows:
         def fetch_values(pointers: dict) -> dict:
             return {k: self.values[(k, s)] for k, s in pointers.items() if (k, s) in self.values}
 
-        def read_list(key: str, generation: int, length: int, marked: bool | None) -> tuple[list, bool]:
+        def read_list(key: str, generation: int, length: int, flags: int | None) -> tuple[list, bool]:
             prefix = known.get((key, generation), [])
             chunks = sorted((s, c, d) for (k, g, s), (c, d) in self.chunks.items()
                             if (k, g) == (key, generation) and s < length and s + c > len(prefix))
-            items, marked = statecodec.assemble_list(key, prefix, False, chunks, length, marked)
+            items, marked, _ = statecodec.assemble_list(key, prefix, False, chunks, length, flags)
             if len(items) > len(prefix):
                 known[(key, generation)] = list(items)
             return items, marked
@@ -103,8 +103,7 @@ def test_appended_list_stores_only_the_new_items():
         history = [*history, msg(seq)]
         enc = rows.save(seq, {"chat_history": history})
         assert [(c.start, c.count) for c in enc.chunks] == [(seq, 1)]
-        assert json.loads(enc.chunks[0].data) == [msg(seq)]
-        assert enc.chunks[0].size == len(enc.chunks[0].data.encode("utf-8"))
+        assert statecodec.unpack(enc.chunks[0].data) == [msg(seq)]
     assert rows.items_stored("chat_history") == 10
     assert all(rows.load(seq)["chat_history"] == history[: seq + 1] for seq in range(10))
 
@@ -162,6 +161,25 @@ def test_deleted_key_is_gone_from_later_snapshots_only():
     assert ("doc", 2) in rows.values and rows.load(2)["doc"] == BIG
 
 
+def test_list_chunks_are_lz4_compressed_when_that_saves_space():
+    small, big = [msg(0)], [msg(i) for i in range(CHUNK_ITEMS)]
+    assert statecodec.pack_items(statecodec.dumps([1]))[:1] == b"j"  # too small to gain
+    packed = statecodec.pack_items(statecodec.dumps(big))
+    assert packed[:1] == b"4" and len(packed) < len(statecodec.dumps(big)) / 2
+    assert statecodec.unpack(packed) == big and statecodec.unpack(statecodec.pack_items(statecodec.dumps(small))) == small
+    with pytest.raises(statecodec.UnreadableSnapshotError, match="codec"):
+        statecodec.unpack(b"x[1]")
+
+
+@pytest.mark.parametrize("odd", [2**70, -(2**64), float("nan"), "a\ud800b", 1e308, -0.0, "id 12345678901234567890"])
+def test_lists_load_exactly_whatever_json_the_fast_parser_would_get_wrong_or_refuse(odd):
+    rows = Rows()
+    rows.save(0, {"items": [msg(0)]})
+    rows.save(1, {"items": [msg(0), {"value": odd}]})
+    loaded = rows.load(1)["items"][1]["value"]
+    assert type(loaded) is type(odd) and json.dumps(loaded) == json.dumps(odd)  # NaN != NaN: compare JSON text
+
+
 def test_compression_round_trip_and_small_values_stay_plain():
     text = "the same words again " * 200
     packed = pack({"text": text, "n": [1, 2.5, None, True]})
@@ -197,7 +215,7 @@ def test_decode_names_the_keys_that_need_burr_serde():
     assert state["objects"] == [marked]
 
 
-def test_the_manifest_says_whether_a_list_holds_serde_markers_and_old_manifests_are_searched():
+def test_the_manifest_flags_serde_markers_and_long_digits_and_old_manifests_are_searched():
     rows = Rows()
     marked = {"__burr_serde__": "pickle", "value": "abc"}
     rows.save(0, {"plain": [msg(0)], "objects": [msg(1)]})
@@ -205,6 +223,8 @@ def test_the_manifest_says_whether_a_list_holds_serde_markers_and_old_manifests_
     rows.save(2, {"plain": [msg(0), msg(2), msg(3)], "objects": [msg(1), marked, msg(4)]})
     flags = {seq: {k: v[3] for k, v in Manifest.from_json(rows.manifests[seq]).lists.items()} for seq in range(3)}
     assert flags == {0: {"plain": 0, "objects": 0}, 1: {"plain": 0, "objects": 1}, 2: {"plain": 0, "objects": 1}}
+    rows.save(5, {"plain": [msg(0), 12345678901234567890], "objects": [msg(1)]})
+    assert Manifest.from_json(rows.manifests[5]).lists["plain"][3] == statecodec.HAS_LONG_DIGITS
     old = json.loads(rows.manifests[2])
     rows.manifests[2] = json.dumps({key: entry[:4] for key, entry in old.items()})  # as written before the flag
     assert rows.load_marked(2)[1] == {"objects"}  # found by searching the text
@@ -279,9 +299,10 @@ def test_a_known_prefix_is_extended_across_merges_and_equals_a_full_decode():
 
 def test_assemble_list_takes_only_the_items_past_the_prefix_from_an_overlapping_chunk():
     prefix = [msg(0), msg(1), msg(2)]
-    merged = (1, 4, json.dumps([msg(1), msg(2), msg(3), msg(4)]))  # a merge rewrote items 1..4
-    items, marked = statecodec.assemble_list("h", prefix, False, [merged], 5)
-    assert items == [msg(i) for i in range(5)] and not marked
+    merged_json = statecodec.dumps([msg(1), msg(2), msg(3), msg(4)])
+    merged = (1, 4, statecodec.pack_items(merged_json))  # a merge rewrote items 1..4
+    items, marked, json_bytes = statecodec.assemble_list("h", prefix, False, [merged], 5)
+    assert items == [msg(i) for i in range(5)] and not marked and json_bytes == len(merged_json)
     assert items is not prefix and len(prefix) == 3  # the caller's prefix is never changed
-    with pytest.raises(ValueError, match="chunk at 4, expected 3"):
-        statecodec.assemble_list("h", prefix, False, [(4, 1, json.dumps([msg(4)]))], 5)
+    with pytest.raises(statecodec.UnreadableSnapshotError, match="chunk at 4, expected 3"):
+        statecodec.assemble_list("h", prefix, False, [(4, 1, statecodec.pack_items(b"[1]"))], 5)

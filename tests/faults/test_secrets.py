@@ -9,7 +9,6 @@ httpx included) and what the code hands back (errors, views, settings).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 from core.chat import ChatService
 from core.settings import Settings
+from core.statecodec import unpack_raw
 
 KEY = "sk-test-SECRET-9d41c0e7b2a84f16a3c5"
 FRAGMENTS = (KEY, KEY[8:], KEY[-12:])  # the whole key, and pieces that would survive masking or cuts
@@ -34,8 +34,8 @@ def row_values(url: str) -> Iterator[tuple[str, object]]:
                 for row in conn.execute(select(table)):
                     for value in row:
                         yield table.name, value
-                        if isinstance(value, (bytes, memoryview)) and bytes(value[:1]) == b"z":
-                            yield table.name, zlib.decompress(bytes(value[1:]))
+                        if isinstance(value, (bytes, memoryview)) and bytes(value[:1]) in (b"z", b"4"):
+                            yield table.name, unpack_raw(value)
     finally:
         engine.dispose()
 

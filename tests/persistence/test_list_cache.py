@@ -111,3 +111,26 @@ def test_loaded_lists_are_copies_so_changing_one_does_not_change_the_next_load(p
     first = history_of(persister, "c")
     first.append({"role": "user", "content": "not saved"})
     assert history_of(persister, "c") == [message(i) for i in range(10)]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_chunks_travel_compressed_in_the_binary_format(pg_url):
+    """bytea in psycopg's text format is hex: twice the bytes on the wire and a decode on arrival."""
+    persister = SQLAlchemyPersister.from_url(pg_url, list_cache_bytes=0)
+    persister.initialize()
+    formats: list[int] = []
+
+    @event.listens_for(persister.engine, "after_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "burrow_list_items" in statement:
+            formats.append(cursor.pgresult.fformat(2))  # the data column's format: 0 text, 1 binary
+
+    try:
+        save_history(persister, "c", "main", 0, growing(0, 130))
+        assert history_of(persister, "c") == [message(i) for i in range(130)]
+        assert formats == [1]
+        with persister.engine.connect() as conn:
+            codecs = [bytes(c) for c in conn.exec_driver_sql("SELECT substr(data, 1, 1) FROM burrow_list_items").scalars()]
+        assert codecs.count(b"4") >= 2  # the two sealed chunks of 64 messages are compressed
+    finally:
+        persister.engine.dispose()

@@ -1,8 +1,10 @@
-"""Schema migrations on SQLite and PostgreSQL: a blank database, and an upgrade in place of a
-database written in the version-1 format (one full `State.serialize()` JSON per snapshot).
+"""Schema migrations on SQLite and PostgreSQL: a blank database, and upgrades in place of databases
+written in the version-1 format (one full `State.serialize()` JSON per snapshot) and in the
+version-2 format (list chunks as JSON text, manifests without list flags).
 
 `V1Persister` writes rows exactly the way the v1 release did, so the upgrade is tested on a
 database built by real Burr applications in the old format, branches and a failed step included.
+A v2 database is built by today's persister and then rewritten the way the v2 release stored it.
 """
 from __future__ import annotations
 
@@ -13,15 +15,16 @@ from typing import Any
 import pytest
 from burr.core import State
 from burr.core.persistence import BaseStatePersister, PersistedStateData
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Column, Engine, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, func, inspect, select, text, update
 
 from core.app import build_application
 from core.conversations import ConversationStore
 from core.llm import LLMError
 from core.migrations import LATEST, V1_CONVERSATIONS, V1_SNAPSHOTS, applied_versions, apply_migrations
 from core.persistence import SnapshotConflictError, SQLAlchemyPersister, create_burrow_engine
-from core.schema import TABLES
-from tests.persistence.test_storage_format import ScriptedModel, exact, run_turns, stored_payload
+from core.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.statecodec import unpack_raw
+from tests.persistence.test_storage_format import RecordingPersister, ScriptedModel, exact, run_turns, stored_payload
 
 
 class V1Persister(BaseStatePersister):
@@ -177,3 +180,88 @@ def test_initialize_twice_is_a_no_op(engine):
     assert snapshot_of_everything() == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM burrow_migrations")).scalar_one() == LATEST
+
+
+def v2_list_items(conn) -> Table:  # noqa: ANN001
+    """burrow_list_items as the v2 release declared it: the chunk's JSON as text."""
+    meta = MetaData()
+    Table("burrow_apps", meta, autoload_with=conn)
+    return Table(
+        "burrow_list_items", meta,
+        Column("app_ref", ForeignKey("burrow_apps.id", ondelete="CASCADE"), primary_key=True),
+        Column("key", String(255), primary_key=True),
+        Column("generation", Integer, primary_key=True, autoincrement=False),
+        Column("idx", Integer, primary_key=True, autoincrement=False),
+        Column("item_count", Integer, nullable=False),
+        Column("data", Text, nullable=False),
+    )
+
+
+def rewrite_as_v2(engine: Engine) -> None:
+    """List chunks back to JSON text and manifests without list flags, as the v2 release wrote them."""
+    with engine.begin() as conn:
+        chunks = [dict(row._mapping) for row in conn.execute(select(ListItem.__table__))]
+        manifests = conn.execute(select(Snapshot.id, Snapshot.manifest)).all()
+        ListItem.__table__.drop(conn)
+        old = v2_list_items(conn)
+        old.create(conn)
+        conn.execute(old.insert(), [{**c, "data": unpack_raw(c["data"]).decode("utf-8")} for c in chunks])
+        for snapshot_id, manifest in manifests:
+            entries = {k: v[:4] if v[0] == "l" else v for k, v in json.loads(manifest).items()}
+            conn.execute(update(Snapshot).where(Snapshot.id == snapshot_id)
+                         .values(manifest=json.dumps(entries, separators=(",", ":"))))
+        sizes: dict[str, int] = {}  # what v2 counted: manifests, values and chunk text, in UTF-8 bytes
+        for key, size in conn.execute(select(App.partition_key, func.length(Snapshot.manifest))
+                                      .join(App, App.id == Snapshot.app_ref)):
+            sizes[key] = sizes.get(key, 0) + size
+        for key, data in conn.execute(select(App.partition_key, StateValue.data).join(App, App.id == StateValue.app_ref)):
+            sizes[key] += len(data)
+        for chunk in chunks:
+            key = conn.execute(select(App.partition_key).where(App.id == chunk["app_ref"])).scalar_one()
+            sizes[key] += len(unpack_raw(chunk["data"]))
+        for key, size in sizes.items():
+            conn.execute(update(Conversation).where(Conversation.partition_key == key).values(stored_bytes=size))
+
+
+class V2Writer(RecordingPersister):
+    def is_initialized(self) -> bool:
+        return True  # on purpose: it writes into a database left at version 2
+
+
+def build_v2_database(engine: Engine) -> dict:
+    """A 70-turn chat (its history sealed into chunks twice), a fork and a list holding a 20-digit number."""
+    assert apply_migrations(engine, upto=2) == [1, 2]
+    recorder = V2Writer(engine)
+    run_turns(build_application("long", persister=recorder, llm=ScriptedModel(), app_id="main"), 1, 70)
+    fork = build_application("long", persister=recorder, llm=ScriptedModel(), app_id="fork",
+                             fork_from_app_id="main", fork_from_sequence_id=100)
+    run_turns(fork, 100, 2)
+    for seq, scores in enumerate(([1, 2], [1, 2, 12345678901234567890])):
+        recorder.save("numbers", "n", seq, "human_input", State({"scores": scores}), "completed")
+    rewrite_as_v2(engine)
+    return recorder.saved
+
+
+def test_a_v2_database_upgrades_in_place_with_every_snapshot_intact(engine):
+    saved = build_v2_database(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT data FROM burrow_list_items LIMIT 1")).scalar_one().startswith("[")
+    persister = SQLAlchemyPersister(engine)
+    assert not persister.is_initialized()
+    persister.initialize()
+    column = next(c for c in inspect(engine).get_columns("burrow_list_items") if c["name"] == "data")
+    assert isinstance(column["type"], LargeBinary) and schema_of(engine) == declared_schema()
+    for (app_id, seq), (state_json, position, status) in saved.items():
+        key = "numbers" if app_id == "n" else "long"
+        loaded = persister.load(key, app_id, seq)
+        assert (loaded["position"], loaded["status"]) == (position, status)
+        assert exact(loaded["state"].serialize()) == exact(json.loads(state_json)), (key, app_id, seq)
+    store = ConversationStore(persister)
+    assert all(store.get(key).stored_bytes == stored_payload(persister, key) for key in ("long", "numbers"))
+
+    run_turns(build_application("long", persister=persister, llm=ScriptedModel(), app_id="main"), 71, 30)
+    history = persister.load("long", "main")["state"]["chat_history"]  # old text chunks, then new compressed ones
+    assert len(history) == 200 and history[:140] == json.loads(saved[("main", 70 * 3 - 1)][0])["chat_history"]
+    with engine.connect() as conn:
+        codecs = set(conn.execute(text("SELECT substr(data, 1, 1) FROM burrow_list_items")).scalars())
+    assert {bytes(c) for c in codecs} == {b"j", b"4"}
