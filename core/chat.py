@@ -222,7 +222,7 @@ class ChatService:
     def from_settings(cls, settings: Settings, model: ChatModel | None = None) -> "ChatService":
         """Connects to the database (creating a SQLite file's folder) and upgrades its schema."""
         _ensure_sqlite_folder(settings.database_url)
-        persister = SQLAlchemyPersister.from_url(settings.database_url)
+        persister = SQLAlchemyPersister.from_url(settings.database_url, list_cache_bytes=settings.list_cache_mb * 2**20)
         persister.initialize()
         model = model or build_model(settings)
         policy: SafetyPolicy = BlockedWordsPolicy(settings.blocked_words)

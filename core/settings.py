@@ -45,6 +45,7 @@ class Settings:
     blocked_words: tuple[str, ...] = ("unsafe",)
     use_moderation: bool = False
     max_message_chars: int = 20_000
+    list_cache_mb: int = 64  # decoded chat histories kept per process (core/listcache.py); 0 turns it off
 
     @property
     def offline(self) -> bool:
@@ -170,4 +171,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_BLOCKED_WORDS": ("blocked_words", _words),
     "BURROW_USE_MODERATION": ("use_moderation", _bool),
     "BURROW_MAX_MESSAGE_CHARS": ("max_message_chars", _int_in(1, 1_000_000)),
+    "BURROW_LIST_CACHE_MB": ("list_cache_mb", _int_in(0, 1_000_000)),
 }

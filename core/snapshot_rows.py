@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (Connection, Integer, bindparam, delete, func, insert, literal_column, select, tuple_, union_all,
+                        update)
 
-from core.listcache import Branch, ListPrefixCache
+from core.listcache import Branch, CachedList, ListPrefixCache
 from core.schema import App, ListItem, Snapshot, StateValue
 from core.statecodec import HAS_SERDE_MARKER, EncodedSnapshot, Manifest, assemble_list, decode
 
@@ -46,15 +47,23 @@ _BRANCH_LATEST = _BRANCH_SNAPSHOT.where(_apps.c.app_id == bindparam("b_app"),
                                         _snaps.c.sequence_id == _apps.c.last_sequence_id)
 _NEWEST_BRANCH_LATEST = (_BRANCH_SNAPSHOT.where(_snaps.c.sequence_id == _apps.c.last_sequence_id)
                          .order_by(_apps.c.activity.desc()).limit(1))
-_VALUES = select(_values.c.key, _values.c.data).where(
-    _values.c.app_ref == bindparam("b_ref"),
-    tuple_(_values.c.key, _values.c.sequence_id).in_(bindparam("b_pointers", expanding=True))).execution_options(**_BINARY)
+_VALUES_WHERE = (_values.c.app_ref == bindparam("b_ref"),
+                 tuple_(_values.c.key, _values.c.sequence_id).in_(bindparam("b_pointers", expanding=True)))
+_VALUES = select(_values.c.key, _values.c.data).where(*_VALUES_WHERE).execution_options(**_BINARY)
 # The chunks holding items [b_have, b_len) of a list: those starting below b_len and ending past b_have.
-_CHUNKS = (select(_chunks.c.idx, _chunks.c.item_count, _chunks.c.data)
-           .where(_chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
-                  _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx < bindparam("b_len"),
-                  _chunks.c.idx + _chunks.c.item_count > bindparam("b_have"))
+_CHUNKS_WHERE = (_chunks.c.app_ref == bindparam("b_ref"), _chunks.c.key == bindparam("b_key"),
+                 _chunks.c.generation == bindparam("b_gen"), _chunks.c.idx < bindparam("b_len"),
+                 _chunks.c.idx + _chunks.c.item_count > bindparam("b_have"))
+_CHUNKS = (select(_chunks.c.idx, _chunks.c.item_count, _chunks.c.data).where(*_CHUNKS_WHERE)
            .order_by(_chunks.c.idx).execution_options(**_BINARY))
+# The shape of a chat state (big values and one list) in one round trip: values (kind 0), then chunks.
+_ZERO = literal_column("0", Integer)
+_VALUES_AND_CHUNKS = union_all(
+    select(_ZERO.label("kind"), _values.c.key, _ZERO.label("idx"), _ZERO.label("item_count"), _values.c.data)
+    .where(*_VALUES_WHERE),
+    select(literal_column("1", Integer).label("kind"), _chunks.c.key, _chunks.c.idx, _chunks.c.item_count,
+           _chunks.c.data).where(*_CHUNKS_WHERE),
+).execution_options(**_BINARY)
 
 
 def find_app(conn: Connection, partition_key: str, app_id: str, *, lock: bool = False) -> Any | None:
@@ -116,23 +125,57 @@ def read_state(
 ) -> tuple[dict[str, Any], set[str]]:
     """The serialized state a manifest describes, and the keys that need Burr's serde walk.
 
-    List items already in `cache` are not read again; what is read is added to it.
+    List items already in `cache` are not read again; what is read is added to it. A state with
+    big values and one list to read (a chat's) is read in one statement.
     """
+    known = {key: _cached(cache, branch, key, entry[0]) for key, entry in manifest.lists.items()}
+    to_read = [key for key, entry in manifest.lists.items() if entry[1] > len(known[key].items)]
+    values: dict[str, bytes] | None = None
+    chunks: dict[str, list[tuple[int, int, bytes]]] = {}
+    if manifest.values and len(to_read) == 1:
+        values, chunks[to_read[0]] = _values_and_chunks(conn, branch, manifest, to_read[0], known[to_read[0]])
 
     def fetch_values(pointers: dict[str, int]) -> dict[str, bytes]:
+        if values is not None:
+            return values
         rows = conn.execute(_VALUES, {"b_ref": branch.row_id, "b_pointers": list(pointers.items())})
         return {key: data for key, data in rows}
 
     def read_list(key: str, generation: int, length: int, flags: int | None) -> tuple[list, bool]:
-        cached = cache.get(branch, key, generation) if cache is not None else None
-        prefix, prefix_serde, size = (cached.items, cached.needs_serde, cached.size) if cached else ([], False, 0)
-        if length <= len(prefix):
-            return prefix[:length], prefix_serde if flags is None else bool(flags & HAS_SERDE_MARKER)
-        params = {"b_ref": branch.row_id, "b_key": key, "b_gen": generation, "b_have": len(prefix), "b_len": length}
-        chunks = [tuple(row) for row in conn.execute(_CHUNKS, params)]
-        items, needs_serde, json_bytes = assemble_list(key, prefix, prefix_serde, chunks, length, flags)
+        prefix = known[key]
+        if length <= len(prefix.items):
+            return prefix.items[:length], prefix.needs_serde if flags is None else bool(flags & HAS_SERDE_MARKER)
+        if key not in chunks:
+            chunks[key] = [tuple(row) for row in conn.execute(_CHUNKS, _chunk_params(branch, key, manifest, prefix))]
+        items, needs_serde, json_bytes = assemble_list(key, prefix.items, prefix.needs_serde, chunks[key], length, flags)
         if cache is not None:
-            cache.put(branch, key, generation, items, needs_serde, size + json_bytes)
+            cache.put(branch, key, generation, items, needs_serde, prefix.size + json_bytes)
         return items, needs_serde
 
     return decode(manifest, fetch_values, read_list)
+
+
+_NOTHING_KNOWN = CachedList([], False, 0)
+
+
+def _cached(cache: ListPrefixCache | None, branch: Branch, key: str, generation: int) -> CachedList:
+    return (cache.get(branch, key, generation) if cache is not None else None) or _NOTHING_KNOWN
+
+
+def _chunk_params(branch: Branch, key: str, manifest: Manifest, prefix: CachedList) -> dict[str, Any]:
+    generation, length = manifest.lists[key][:2]
+    return {"b_ref": branch.row_id, "b_key": key, "b_gen": generation, "b_have": len(prefix.items), "b_len": length}
+
+
+def _values_and_chunks(conn: Connection, branch: Branch, manifest: Manifest, key: str,
+                       prefix: CachedList) -> tuple[dict[str, bytes], list[tuple[int, int, bytes]]]:
+    params = {**_chunk_params(branch, key, manifest, prefix), "b_pointers": list(manifest.values.items())}
+    values: dict[str, bytes] = {}
+    chunks: list[tuple[int, int, bytes]] = []
+    for kind, row_key, idx, count, data in conn.execute(_VALUES_AND_CHUNKS, params):
+        if kind == 0:
+            values[row_key] = data
+        else:
+            chunks.append((idx, count, data))
+    chunks.sort(key=lambda chunk: chunk[0])
+    return values, chunks

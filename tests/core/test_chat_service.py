@@ -42,6 +42,20 @@ def roles(view) -> list[str]:
     return [m["role"] for m in view.messages]
 
 
+
+def test_the_list_cache_budget_comes_from_settings_and_a_turn_fills_it(make_service):
+    off, default = make_service(list_cache_mb=0), make_service()
+    assert off.persister.list_cache.max_bytes == 0 and default.persister.list_cache.max_bytes == 64 * 2**20
+    for service in (off, default):
+        key = service.new_conversation_id()
+        for text in ("hello there", "and again"):  # the second turn loads what the first saved
+            turn = service.send(key, text)
+            list(turn)
+            assert turn.outcome == "answered"
+        assert len(service.open(key).messages) == 4
+    assert off.persister.list_cache.size == 0 < default.persister.list_cache.size
+
+
 def test_offline_turn_is_labelled_and_deterministic(service):
     first, second = service.new_conversation_id(), service.new_conversation_id()
     assert first != second

@@ -52,6 +52,7 @@ def test_environment_values_are_parsed():
         "BURROW_TRACKER_DIR": "/tmp/tracks",
         "BURROW_USE_MODERATION": "yes",
         "BURROW_MAX_MESSAGE_CHARS": "500",
+        "BURROW_LIST_CACHE_MB": "0",
         "UNRELATED": "ignored",
     })
     assert settings.database_url == "postgresql+psycopg://u@localhost:5432/burrow"
@@ -65,6 +66,7 @@ def test_environment_values_are_parsed():
     assert settings.tracker_dir == "/tmp/tracks"
     assert settings.use_moderation is True
     assert settings.max_message_chars == 500
+    assert settings.list_cache_mb == 0
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("TRUE", True), ("on", True), ("0", False),
@@ -129,6 +131,8 @@ def test_api_key_is_not_in_repr():
         ("BURROW_USE_MODERATION", "maybe"),
         ("BURROW_MAX_MESSAGE_CHARS", "0"),
         ("BURROW_MAX_MESSAGE_CHARS", "many"),
+        ("BURROW_LIST_CACHE_MB", "-1"),
+        ("BURROW_LIST_CACHE_MB", "64MB"),
     ],
 )
 def test_every_invalid_value_raises_settings_error_naming_the_variable(name, value):
