@@ -18,7 +18,7 @@ from sqlalchemy import LargeBinary, cast, event, func, insert, select, text
 
 from core.app import build_application
 from core.conversations import ConversationStore
-from core.llm import LLMError
+from core.llm import LLMError, OfflineModel
 from core.persistence import SQLAlchemyPersister
 from core.schema import App, Conversation, ListItem, Snapshot, StateValue
 from core.statecodec import CHUNK_ITEMS
@@ -114,6 +114,25 @@ def test_every_snapshot_of_a_long_conversation_round_trips_exactly(recorder, db_
     finally:
         uncached.engine.dispose()
         cached.engine.dispose()
+
+
+def test_messages_with_newlines_quotes_and_backslashes_survive_the_merge_into_sealed_chunks(recorder, db_url):
+    """JSON escapes (\\n, \\", \\\\) inside chunks that a seal deletes and rewrites: on PostgreSQL the
+    previous release failed the save that sealed them (it measured the text by casting it to bytea)."""
+    app = build_application("escapes", persister=recorder, llm=OfflineModel(word_delay=0), app_id="main")
+    for turn in range(CHUNK_ITEMS // 2 + 3):  # past the first seal of the history
+        prompt = f'line one\nline "two" with a back\\slash, tab\tand {turn}'
+        _, container = app.stream_result(halt_after=REPLY_ACTIONS, inputs={"prompt": prompt})
+        for _ in container:
+            pass
+    fresh = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=0)
+    try:
+        for (app_id, seq), (state_json, _, _) in recorder.saved.items():
+            assert exact(fresh.load("escapes", app_id, seq)["state"].serialize()) == exact(json.loads(state_json))
+        history = fresh.load("escapes", "main")["state"]["chat_history"]
+        assert len(history) == CHUNK_ITEMS + 6 and "\n\n" in history[-1]["content"] and '"two"' in history[-2]["content"]
+    finally:
+        fresh.engine.dispose()
 
 
 def stored_payload(persister: SQLAlchemyPersister, partition_key: str) -> int:
