@@ -1,4 +1,4 @@
-"""Fixtures for the persistence tests: a ready persister on the parametrized database (SQLite, PostgreSQL)."""
+"""Fixtures for the persistence tests: ready persisters on the parametrized database (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,21 @@ from core.persistence import SQLAlchemyPersister
 
 
 @pytest.fixture
-def persister(db_url):
-    store = SQLAlchemyPersister.from_url(db_url)
-    store.initialize()
-    yield store
-    store.engine.dispose()
+def make_persister(db_url):
+    """Makes initialized persisters on the test's database; each is another process's view (own caches)."""
+    made: list[SQLAlchemyPersister] = []
+
+    def make(**options) -> SQLAlchemyPersister:
+        store = SQLAlchemyPersister.from_url(db_url, **options)
+        store.initialize()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.engine.dispose()
+
+
+@pytest.fixture
+def persister(make_persister) -> SQLAlchemyPersister:
+    return make_persister()

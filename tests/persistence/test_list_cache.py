@@ -32,12 +32,9 @@ def growing(start: int, stop: int) -> list[list]:
 
 
 @pytest.fixture
-def other(db_url):
+def other(make_persister) -> SQLAlchemyPersister:
     """A second persister on the same database: another server process, with its own caches."""
-    store = SQLAlchemyPersister.from_url(db_url)
-    store.initialize()
-    yield store
-    store.engine.dispose()
+    return make_persister()
 
 
 def chunk_reads(persister: SQLAlchemyPersister) -> list[list]:
@@ -90,20 +87,16 @@ def test_a_deleted_conversation_recreated_with_the_same_ids_never_returns_old_it
     assert history_of(persister, "c") == replacement  # the database may even hand out the same row id
 
 
-def test_the_cache_keeps_within_its_budget_and_a_zero_budget_disables_it(db_url, other):
+def test_the_cache_keeps_within_its_budget_and_a_zero_budget_disables_it(make_persister, other):
     save_history(other, "a", "main", 0, growing(0, 100))
     save_history(other, "b", "main", 0, growing(0, 100))
-    one_list = len(json.dumps([message(i) for i in range(100)], ensure_ascii=False))
-    small = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=int(one_list * 1.5))
-    off = SQLAlchemyPersister.from_url(db_url, list_cache_bytes=0)
-    try:
-        for key in ("a", "b", "a"):
-            assert history_of(small, key) == history_of(off, key) == [message(i) for i in range(100)]
-            assert 0 < small.list_cache.size <= small.list_cache.max_bytes
-        assert off.list_cache.size == 0
-    finally:
-        small.engine.dispose()
-        off.engine.dispose()
+    one_list = len(json.dumps([message(i) for i in range(100)], ensure_ascii=False).encode())
+    small = make_persister(list_cache_bytes=int(one_list * 1.5))
+    off = make_persister(list_cache_bytes=0)
+    for key in ("a", "b", "a"):
+        assert history_of(small, key) == history_of(off, key) == [message(i) for i in range(100)]
+        assert 0 < small.list_cache.size <= small.list_cache.max_bytes
+    assert off.list_cache.size == 0
 
 
 def test_loaded_lists_are_copies_so_changing_one_does_not_change_the_next_load(persister):
