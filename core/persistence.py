@@ -85,7 +85,7 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
-        if options.get("sqlite_single_read"):  # one SELECT is atomic by itself: no BEGIN/COMMIT round
+        if options.get("sqlite_single_read"):  # reads whose SELECTs need no common snapshot: no BEGIN/COMMIT
             return
         # Writers take the lock up front, so two writers queue instead of failing with "database is locked".
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
