@@ -63,13 +63,13 @@ class Target:
         pass
 
 
-# ---- SQLite --------------------------------------------------------------------------------------
-class OursSQLite(Target):
-    label, backend, ours = "Burrow SQLAlchemyPersister", "SQLite", True
+class BurrowTarget(Target):
+    """Burrow's persister on one database URL (the subclasses say which and how to measure it)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._persister = SQLAlchemyPersister.from_url(f"sqlite:///{path}")
+    label, ours = "Burrow SQLAlchemyPersister", True
+
+    def __init__(self, url: str, **engine_options: Any):
+        self._persister = SQLAlchemyPersister.from_url(url, **engine_options)
         self._persister.initialize()
         self.store = ConversationStore(self._persister)
 
@@ -79,15 +79,24 @@ class OursSQLite(Target):
     def drop_caches(self) -> None:
         self._persister.list_cache.clear()
 
-    def stored_bytes(self) -> int:
-        self.store.vacuum()
-        return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-
     def list_rows(self, limit: int) -> list[str]:
         return [c.partition_key for c in self.store.list(limit=limit)]
 
     def close(self) -> None:
         self._persister.engine.dispose()
+
+
+# ---- SQLite --------------------------------------------------------------------------------------
+class OursSQLite(BurrowTarget):
+    backend = "SQLite"
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(f"sqlite:///{path}")
+
+    def stored_bytes(self) -> int:
+        self.store.vacuum()
+        return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
 
 class BurrSQLite(Target):
@@ -144,30 +153,19 @@ class PostgresDatabase:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-class OursPostgres(Target):
-    label, backend, ours = "Burrow SQLAlchemyPersister", "PostgreSQL", True
+class OursPostgres(BurrowTarget):
+    backend = "PostgreSQL"
 
     def __init__(self, server_url: str, tag: str, fast_writes: bool = False):
         self.db = PostgresDatabase(server_url, tag)
         options = {"connect_args": {"options": "-c synchronous_commit=off"}} if fast_writes else {}
-        self._persister = SQLAlchemyPersister.from_url(self.db.url.render_as_string(hide_password=False), **options)
-        self._persister.initialize()
-        self.store = ConversationStore(self._persister)
-
-    def persister(self) -> SQLAlchemyPersister:
-        return self._persister
-
-    def drop_caches(self) -> None:
-        self._persister.list_cache.clear()
+        super().__init__(self.db.url.render_as_string(hide_password=False), **options)
 
     def stored_bytes(self) -> int:
         return self.db.vacuum_full_size([t.name for t in TABLES])
 
-    def list_rows(self, limit: int) -> list[str]:
-        return [c.partition_key for c in self.store.list(limit=limit)]
-
     def close(self) -> None:
-        self._persister.engine.dispose()
+        super().close()
         self.db.drop()
 
 
