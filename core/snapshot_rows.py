@@ -74,15 +74,17 @@ def find_app(conn: Connection, partition_key: str, app_id: str, *, lock: bool = 
 def find_branch_snapshot(conn: Connection, partition_key: str, app_id: str | None, sequence_id: int | None) -> Any | None:
     """The snapshot to load, joined with its branch row: `sequence_id` of `app_id`, where None means
     the branch's latest snapshot and the most recently written branch respectively."""
-    params = {"b_key": partition_key, "b_app": app_id, "b_seq": sequence_id}
-    if app_id is None and sequence_id is not None:
-        params["b_app"] = conn.execute(_NEWEST_BRANCH_LATEST, params).first()
-        if params["b_app"] is None:
+    newest = {"b_key": partition_key}
+    if sequence_id is None:
+        if app_id is None:
+            return conn.execute(_NEWEST_BRANCH_LATEST, newest).first()
+        return conn.execute(_BRANCH_LATEST, {**newest, "b_app": app_id}).first()
+    if app_id is None:
+        branch = conn.execute(_NEWEST_BRANCH_LATEST, newest).first()
+        if branch is None:
             return None
-        params["b_app"] = params["b_app"].app_id
-    if sequence_id is not None:
-        return conn.execute(_SNAPSHOT_AT, params).first()
-    return conn.execute(_BRANCH_LATEST if app_id else _NEWEST_BRANCH_LATEST, params).first()
+        app_id = branch.app_id
+    return conn.execute(_SNAPSHOT_AT, {**newest, "b_app": app_id, "b_seq": sequence_id}).first()
 
 
 def insert_app(conn: Connection, partition_key: str, app_id: str, now: datetime, forked_from: tuple | None) -> int:

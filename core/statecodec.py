@@ -139,11 +139,11 @@ def pack_items(raw: bytes, sealed: bool = False) -> bytes:
 def unpack_raw(data: bytes) -> bytes:
     """The JSON bytes of any stored blob (value or list chunk), whatever its codec byte."""
     data = bytes(data)
-    codec = data[:1]
+    codec, body = data[:1], memoryview(data)[1:]  # no copy of a compressed body before it is unpacked
     if codec == b"4":
-        return lz4.block.decompress(data[1:])
+        return lz4.block.decompress(body)
     if codec == b"z":
-        return zlib.decompress(data[1:])
+        return zlib.decompress(body)
     if codec == b"j":
         return data[1:]
     raise UnreadableSnapshotError(f"unknown storage codec {codec!r}")
