@@ -17,9 +17,9 @@ from burr.core.persistence import BaseStatePersister, SQLitePersister
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from core.conversations import ConversationStore
-from core.persistence import SQLAlchemyPersister
-from core.schema import TABLES
+from core.storage import ConversationStore
+from core.storage import SQLAlchemyPersister
+from core.storage.schema import TABLES
 
 BURR_PARTITION = "bench-user"  # Burr lists one user's conversations as the app_ids of a partition
 

@@ -23,19 +23,18 @@ from burr.core.application import PRIOR_STEP
 
 from core.actions import REFUSED, STOPPED
 from core.app import build_application
-from core.conversations import ConversationStore, is_valid_conversation_id
+from core.storage import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
+from core.text import is_valid_conversation_id
 from core.llm import ChatModel, LLMError, build_model
-from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError, plain_text
+from core.errors import InputError, SnapshotConflictError, StorageError
+from core.storage import SQLAlchemyPersister
+from core.text import plain_text
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
 
 REPLY_ACTIONS = ["ai_response", "unsafe_response"]
 _MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
 _POLL_SECONDS = 0.1  # how often a second server looks whether the first one's turn has finished
-
-
-class InputError(ValueError):
-    """The user's message cannot be sent as it is; the message says why."""
 
 
 class ConversationBusyError(StorageError):
@@ -319,4 +318,5 @@ def _ensure_sqlite_folder(url: str) -> None:
             raise StorageError(f"Cannot create the folder for the database file {database}: {exc}") from exc
 
 
-__all__ = ["ChatService", "ConversationView", "InputError", "Turn", "clean_message", "STOPPED", "REFUSED"]
+__all__ = ["BranchSummary", "ChatService", "ConversationSummary", "ConversationView", "InputError", "SnapshotSummary",
+           "Turn", "clean_message", "STOPPED", "REFUSED"]

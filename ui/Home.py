@@ -12,7 +12,7 @@ if ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from core.persistence import StorageError  # noqa: E402
+from core.errors import StorageError  # noqa: E402
 from ui.services import storage_error  # noqa: E402
 
 st.set_page_config(page_title="Burrow", page_icon=":material/forum:", layout="centered",

@@ -6,7 +6,7 @@ from typing import Any
 import streamlit as st
 
 from core.chat import REFUSED, STOPPED
-from core.rendering import without_remote_images
+from core.text import without_remote_images
 
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
 

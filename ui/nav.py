@@ -10,7 +10,8 @@ import dataclasses
 import streamlit as st
 
 from core.chat import ChatService
-from core.conversations import ConversationSummary, is_valid_conversation_id
+from core.chat import ConversationSummary
+from core.text import is_valid_conversation_id
 from ui.format import clip
 
 CHAT_PAGE = "views/chat.py"

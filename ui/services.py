@@ -13,7 +13,7 @@ from streamlit import config
 from streamlit.errors import StreamlitSecretNotFoundError
 
 from core.chat import ChatService
-from core.persistence import StorageError
+from core.errors import StorageError
 from core.settings import Settings, SettingsError, read_secrets_file
 
 

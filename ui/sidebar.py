@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.chat import ChatService
-from core.conversations import ConversationSummary
+from core.chat import ChatService, ConversationSummary
+from core.text import TITLE_CHARS
 from ui import nav
 from ui.format import clip, escape_markdown, relative_time
 
@@ -86,7 +86,7 @@ def _open_dialog(service: ChatService) -> None:
 
 @st.dialog("Rename conversation", on_dismiss=_close)
 def _rename_dialog(service: ChatService, partition_key: str, title: str) -> None:
-    new_title = st.text_input("New name", value=title, max_chars=200, key=f"rename_input_{partition_key}")
+    new_title = st.text_input("New name", value=title, max_chars=TITLE_CHARS, key=f"rename_input_{partition_key}")
     st.caption("Leave it empty to name the conversation after its first message again.")
     save, cancel = st.columns(2)
     if save.button("Save", key="rename_save", type="primary", width="stretch"):

@@ -263,7 +263,7 @@ def test_fork_from_inside_a_turn_can_be_finished(service):
 
 
 def test_fork_of_a_missing_step_raises(service):
-    from core.persistence import StorageError
+    from core.errors import StorageError
 
     pk = service.new_conversation_id()
     list(service.send(pk, "q"))

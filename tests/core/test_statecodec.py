@@ -11,9 +11,10 @@ import json
 import pytest
 from burr.core import State
 
-from core import statecodec
-from core.statecodec import CHUNK_ITEMS, INLINE_LIMIT, Manifest, decode, encode, pack, unpack
-from core.stateserde import deserialize_state, serialize_state
+from core.errors import UnreadableSnapshotError
+from core.storage import codec as statecodec
+from core.storage.codec import CHUNK_ITEMS, INLINE_LIMIT, Manifest, decode, encode, pack, unpack
+from core.storage.serde import deserialize_state, serialize_state
 
 BIG = "x" * (INLINE_LIMIT + 50)  # too big to live inline in the manifest
 
@@ -167,7 +168,7 @@ def test_list_chunks_are_lz4_compressed_when_that_saves_space():
     packed = statecodec.pack_items(statecodec.dumps(big))
     assert packed[:1] == b"4" and len(packed) < len(statecodec.dumps(big)) / 2
     assert statecodec.unpack(packed) == big and statecodec.unpack(statecodec.pack_items(statecodec.dumps(small))) == small
-    with pytest.raises(statecodec.UnreadableSnapshotError, match="codec"):
+    with pytest.raises(UnreadableSnapshotError, match="codec"):
         statecodec.unpack(b"x[1]")
 
 
@@ -198,11 +199,11 @@ def test_missing_rows_are_an_error_not_a_shorter_state():
     rows.save(0, {"doc": BIG, "chat_history": [msg(0), msg(1)]})
     saved = dict(rows.chunks)
     rows.chunks.clear()
-    with pytest.raises(ValueError, match="expects 2 items"):
+    with pytest.raises(UnreadableSnapshotError, match="expects 2 items"):
         rows.load(0)
     rows.chunks.update(saved)
     rows.values.clear()
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(UnreadableSnapshotError, match="missing"):
         rows.load(0)
 
 
@@ -304,5 +305,5 @@ def test_assemble_list_takes_only_the_items_past_the_prefix_from_an_overlapping_
     items, marked, json_bytes = statecodec.assemble_list("h", prefix, False, [merged], 5)
     assert items == [msg(i) for i in range(5)] and not marked and json_bytes == len(merged_json)
     assert items is not prefix and len(prefix) == 3  # the caller's prefix is never changed
-    with pytest.raises(statecodec.UnreadableSnapshotError, match="chunk at 4, expected 3"):
+    with pytest.raises(UnreadableSnapshotError, match="chunk at 4, expected 3"):
         statecodec.assemble_list("h", prefix, False, [(4, 1, statecodec.pack_items(b"[1]"))], 5)

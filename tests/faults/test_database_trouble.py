@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from core.chat import ChatService
-from core.persistence import StorageError
+from core.errors import StorageError
 from tests.faults.conftest import PG_PASSWORD, SECRET_KEY, service_settings
 from tests.support.net import free_port
 

@@ -17,7 +17,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 from core.chat import ChatService
 from core.settings import Settings
-from core.statecodec import unpack_raw
+from core.storage.codec import unpack_raw
 
 KEY = "sk-test-SECRET-9d41c0e7b2a84f16a3c5"
 FRAGMENTS = (KEY, KEY[8:], KEY[-12:])  # the whole key, and pieces that would survive masking or cuts

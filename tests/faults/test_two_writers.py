@@ -13,7 +13,8 @@ from burr.core import State
 
 from core.app import ResumingTrackingClient
 from core.chat import ChatService
-from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
+from core.errors import SnapshotConflictError, StorageError
+from core.storage import SQLAlchemyPersister
 
 LONG = " ".join(f"slow{i}" for i in range(30))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.persistence import SQLAlchemyPersister
+from core.storage import SQLAlchemyPersister
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from burr.core import State
 from sqlalchemy import event
 
-from core.conversations import ConversationStore
-from core.persistence import SQLAlchemyPersister
+from core.storage import ConversationStore
+from core.storage import SQLAlchemyPersister
 
 
 def message(i: int) -> dict:

@@ -18,12 +18,14 @@ from burr.core.persistence import BaseStatePersister, PersistedStateData
 from sqlalchemy import Column, Engine, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text, func, inspect, select, text, update
 
 from core.app import build_application
-from core.conversations import ConversationStore
+from core.storage import ConversationStore
 from core.llm import LLMError
-from core.migrations import LATEST, V1_CONVERSATIONS, V1_SNAPSHOTS, applied_versions, apply_migrations
-from core.persistence import SnapshotConflictError, SQLAlchemyPersister, create_burrow_engine
-from core.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
-from core.statecodec import unpack_raw
+from core.storage.migrations import LATEST, V1_CONVERSATIONS, V1_SNAPSHOTS, applied_versions, apply_migrations
+from core.errors import SnapshotConflictError
+from core.storage import SQLAlchemyPersister
+from core.storage.engine import create_burrow_engine
+from core.storage.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.storage.codec import unpack_raw
 from tests.persistence.test_storage_format import RecordingPersister, ScriptedModel, exact, run_turns, stored_payload
 
 

@@ -11,9 +11,10 @@ from burr.core import State, serde
 from burr.core.state import register_field_serde
 from sqlalchemy import func, select
 
-from core.conversations import ConversationStore
-from core.persistence import SnapshotConflictError, SQLAlchemyPersister, StorageError
-from core.schema import App, ListItem, Snapshot, StateValue
+from core.storage import ConversationStore
+from core.errors import SnapshotConflictError, StorageError
+from core.storage import SQLAlchemyPersister
+from core.storage.schema import App, ListItem, Snapshot, StateValue
 
 BIG = "long text " * 200  # well over the inline limit, so it lives in its own row
 

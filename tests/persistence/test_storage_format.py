@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import LargeBinary, cast, event, func, insert, select, text
 
 from core.app import build_application
-from core.conversations import ConversationStore
+from core.storage import ConversationStore
 from core.llm import LLMError, OfflineModel
-from core.persistence import SQLAlchemyPersister
-from core.schema import App, Conversation, ListItem, Snapshot, StateValue
-from core.statecodec import CHUNK_ITEMS
+from core.storage import SQLAlchemyPersister
+from core.storage.schema import App, Conversation, ListItem, Snapshot, StateValue
+from core.storage.codec import CHUNK_ITEMS
 
 WORDS = "state snapshot branch river coffee model reply token python garden build check load".split()
 REPLY_ACTIONS = ["ai_response", "unsafe_response"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apptest_helpers import button, messages, ok, sidebar_titles
 
-from core.conversations import is_valid_conversation_id
+from core.text import is_valid_conversation_id
 from core.safety import REFUSAL
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apptest_helpers import HISTORY, button, messages, ok
 
-from core.conversations import is_valid_conversation_id
+from core.text import is_valid_conversation_id
 
 
 def test_a_malformed_id_explains_and_offers_a_new_chat(make_app):

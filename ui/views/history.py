@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core.chat import ChatService
-from core.conversations import BranchSummary, SnapshotSummary
+from core.chat import BranchSummary, SnapshotSummary
 from core.history import StateDiff, diff_states, highlighted_graph, next_action
 from ui import nav, sidebar
 from ui.format import clip, escape_markdown, short_id

@@ -1,6 +1,6 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema version 3, see core/migrations.py for how older files upgrade):
+How a snapshot is stored (schema version 3, see migrations.py for how older files upgrade):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`

@@ -1,22 +1,25 @@
-"""`ConversationStore`: the catalog of conversations and their branches and snapshots, for browsing.
+"""The conversation catalog: the only code that reads or writes `burrow_conversations`.
 
-Listing reads only `burrow_conversations` (newest activity first, through its index), so the
+`record_step` keeps a conversation's row current inside the persister's save transaction;
+`ConversationStore` lists, renames and deletes conversations and pages through their branches and
+snapshots. Listing reads only the catalog table (newest activity first, through its index), so the
 sidebar stays fast with any number of snapshots. Snapshot tables are paged; states load one at a time.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from core.persistence import SQLAlchemyPersister, StorageError, plain_text, storage_key
-from core.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.errors import StorageError
+from core.storage.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.text import plain_text, title_text
 
-MAX_TITLE_CHARS = 200
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+if TYPE_CHECKING:
+    from core.storage.persister import SQLAlchemyPersister
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +53,9 @@ class SnapshotSummary:
     stored_bytes: int
 
 
-def is_valid_conversation_id(value: str | None) -> bool:
-    """Conversation ids in URLs: letters, digits and - _ . : only, at most 128 characters."""
-    return bool(value) and _ID_PATTERN.fullmatch(value) is not None
+def storage_key(partition_key: str | None) -> str:
+    """Burr allows partition_key=None; it is stored as the empty string."""
+    return "" if partition_key is None else partition_key
 
 
 def _utc(value: datetime) -> datetime:
@@ -85,17 +88,10 @@ def _list_statement(search: bool, cursor: bool) -> Any:
 class ConversationStore:
     """Read and manage the conversation catalog that the persister keeps up to date."""
 
-    def __init__(self, persister: SQLAlchemyPersister):
+    def __init__(self, persister: "SQLAlchemyPersister"):
         self.persister = persister
+        self.database = persister.database
         self.engine = persister.engine
-
-    def _run(self, work, write: bool = False, single_read: bool = False):  # noqa: ANN001, ANN202
-        def run():  # noqa: ANN202
-            options = {"sqlite_immediate": True} if write else {"sqlite_single_read": single_read}
-            with self.engine.connect().execution_options(**options) as conn, conn.begin():
-                return work(conn)
-
-        return self.persister._guard(run)
 
     # ---- conversations ------------------------------------------------------------------------
     def list(self, search: str = "", limit: int = 50, before_activity: int | None = None) -> list[ConversationSummary]:
@@ -106,31 +102,31 @@ class ConversationStore:
         if before_activity is not None:
             params["b_before"] = before_activity
         query = _list_statement("b_pattern" in params, "b_before" in params)
-        return self._run(lambda conn: [self._summary(row) for row in conn.execute(query, params)], single_read=True)
+        return self.database.read(lambda conn: [self._summary(row) for row in conn.execute(query, params)])
 
     def count(self, search: str = "") -> int:
         query = select(func.count()).select_from(Conversation)
         if search.strip():
             query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
-        return self._run(lambda conn: conn.execute(query).scalar_one(), single_read=True)
+        return self.database.read(lambda conn: conn.execute(query).scalar_one())
 
     def get(self, partition_key: str | None) -> ConversationSummary | None:
         query = select(*_SUMMARY_COLUMNS).where(Conversation.partition_key == storage_key(partition_key))
-        return self._run(lambda conn: next((self._summary(r) for r in conn.execute(query)), None), single_read=True)
+        return self.database.read(lambda conn: next((self._summary(r) for r in conn.execute(query)), None))
 
     def rename(self, partition_key: str | None, title: str) -> None:
-        """Sets a custom title (trimmed, at most 200 characters); an empty one restores the default."""
-        title = " ".join(plain_text(title).split())[:MAX_TITLE_CHARS]
+        """Sets a custom title (one line, see core.text.title_text); an empty one restores the default."""
+        title = title_text(title)
         key = storage_key(partition_key)
+        default = None if title else self._default_title(key)
 
         def work(conn: Connection) -> None:
-            default = self._default_title(conn, key) if not title else None
             values = dict(title=title, title_custom=True) if title else dict(title=default, title_custom=False)
             done = conn.execute(update(Conversation).where(Conversation.partition_key == key).values(**values))
             if done.rowcount == 0:
                 raise StorageError(f"No saved conversation {key!r} to rename.")
 
-        self._run(work, write=True)
+        self.database.write(work)
 
     def delete(self, partition_key: str | None) -> bool:
         """Removes the conversation, every branch and every snapshot of it; True if it existed."""
@@ -143,7 +139,7 @@ class ConversationStore:
             conn.execute(delete(App).where(App.partition_key == key))
             return conn.execute(delete(Conversation).where(Conversation.partition_key == key)).rowcount > 0
 
-        existed = self._run(work, write=True)
+        existed = self.database.write(work)
         self.persister.forget(key)
         return existed
 
@@ -179,7 +175,7 @@ class ConversationStore:
     # ---- branches and snapshots --------------------------------------------------------------
     def branches(self, partition_key: str | None) -> list[BranchSummary]:
         query = (select(App).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc()))
-        return self._run(lambda conn: [
+        return self.database.read(lambda conn: [
             BranchSummary(a.app_id, _utc(a.created_at), _utc(a.updated_at), a.last_sequence_id,
                           a.forked_from_app_id, a.forked_from_sequence_id)
             for a in conn.execute(query)])
@@ -193,21 +189,21 @@ class ConversationStore:
                  .join(App, App.id == Snapshot.app_ref)
                  .where(App.partition_key == storage_key(partition_key), App.app_id == app_id)
                  .order_by(order).offset(offset).limit(limit))
-        return self._run(lambda conn: [
+        return self.database.read(lambda conn: [
             SnapshotSummary(r.sequence_id, r.position, r.status, _utc(r.created_at), r.stored_bytes)
             for r in conn.execute(query)])
 
     def snapshot_count(self, partition_key: str | None, app_id: str) -> int:
         query = (select(func.count()).select_from(Snapshot).join(App, App.id == Snapshot.app_ref)
                  .where(App.partition_key == storage_key(partition_key), App.app_id == app_id))
-        return self._run(lambda conn: conn.execute(query).scalar_one())
+        return self.database.read(lambda conn: conn.execute(query).scalar_one())
 
     def previous_sequence_id(self, partition_key: str | None, app_id: str, sequence_id: int) -> int | None:
         """The step saved just before `sequence_id` on this branch (for "what changed")."""
         query = (select(func.max(Snapshot.sequence_id)).join(App, App.id == Snapshot.app_ref)
                  .where(App.partition_key == storage_key(partition_key), App.app_id == app_id,
                         Snapshot.sequence_id < sequence_id))
-        return self._run(lambda conn: conn.execute(query).scalar())
+        return self.database.read(lambda conn: conn.execute(query).scalar())
 
     # ---- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -217,9 +213,44 @@ class ConversationStore:
         return ConversationSummary(key, title or "Untitled conversation", _utc(created_at), _utc(updated_at),
                                    message_count, latest_app_id, stored_bytes, activity)
 
-    def _default_title(self, conn: Connection, key: str) -> str | None:
-        """The first user message of the newest branch, as the persister would title it."""
-        from core.persistence import _catalog_facts
+    def _default_title(self, key: str) -> str | None:
+        """The first user message of the newest branch, as `record_step` would title it."""
+        state = self.persister.load_serialized(key, None)
+        return catalog_facts(state)[1] if state else None
 
-        state = self.persister._load(conn, key, None, None)
-        return _catalog_facts(state[1])[1] if state else None
+
+def catalog_facts(serialized: dict) -> tuple[int, str | None]:
+    """Message count and default title (the first user message, as a title) of a serialized state."""
+    history = serialized.get("chat_history") or []
+    first = next((m.get("content", "") for m in history if isinstance(m, dict) and m.get("role") == "user"), None)
+    return len(history), (title_text(str(first)) or None) if first else None
+
+
+def record_step(conn: Connection, key: str, app_id: str, snapshot_id: int, now: datetime,
+                serialized: dict, stored: int) -> None:
+    """Brings a conversation's catalog row up to date with a step just saved (same transaction)."""
+    count, title = catalog_facts(serialized)
+    conn.execute(_upsert_statement(conn.dialect.name), dict(
+        partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
+        activity=snapshot_id, message_count=count, latest_app_id=app_id, stored_bytes=stored))
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """The catalog upsert, built once per dialect (building it cost more than running it)."""
+    if dialect not in _UPSERTS:
+        table = Conversation.__table__
+        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        new = stmt.excluded
+        _UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[table.c.partition_key],
+            set_=dict(
+                updated_at=new.updated_at, activity=new.activity, message_count=new.message_count,
+                latest_app_id=new.latest_app_id, stored_bytes=table.c.stored_bytes + new.stored_bytes,
+                # A renamed conversation keeps its name; an untitled one takes the first message.
+                title=case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new.title)),
+            ),
+        )
+    return _UPSERTS[dialect]

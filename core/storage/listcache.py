@@ -3,7 +3,7 @@
 The chat app rebuilds a conversation's Burr application from the database on every turn (that is
 what keeps several servers consistent), so the same long `chat_history` is loaded again and again.
 Items [0, L) of one generation of one branch's list never change once committed (see
-core/statecodec.py: a generation only grows, a rewrite starts a new generation, and a branch saves
+codec.py: a generation only grows, a rewrite starts a new generation, and a branch saves
 each sequence id once). So what a load decoded stays true, and the next load of that list fetches
 only the chunks past the cached prefix: a few small rows instead of the whole history.
 

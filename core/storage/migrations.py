@@ -16,9 +16,9 @@ from sqlalchemy import (
     UniqueConstraint, func, inspect, select, text, update,
 )
 
-from core.schema import App, Conversation, ListItem, Migration, Snapshot, StateValue
-from core.snapshot_rows import insert_app, insert_snapshot
-from core.statecodec import Manifest, encode
+from core.storage.schema import App, Conversation, ListItem, Migration, Snapshot, StateValue
+from core.storage.rows import insert_app, insert_snapshot
+from core.storage.codec import Manifest, encode
 
 ADVISORY_LOCK_KEY = 0x62757272  # "burr"; any constant shared by every Burrow process
 

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import (Connection, Integer, bindparam, delete, func, insert, literal_column, select, tuple_, union_all,
                         update)
 
-from core.listcache import Branch, CachedList, ListPrefixCache
-from core.schema import App, ListItem, Snapshot, StateValue
-from core.statecodec import HAS_SERDE_MARKER, EncodedSnapshot, Manifest, assemble_list, decode
+from core.storage.listcache import Branch, CachedList, ListPrefixCache
+from core.storage.schema import App, ListItem, Snapshot, StateValue
+from core.storage.codec import HAS_SERDE_MARKER, EncodedSnapshot, Manifest, assemble_list, decode
 
 _apps, _snaps, _values, _chunks = (m.__table__ for m in (App, Snapshot, StateValue, ListItem))
 

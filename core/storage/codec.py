@@ -29,6 +29,8 @@ from typing import Any
 import lz4.block
 import orjson
 
+from core.errors import UnreadableSnapshotError
+
 INLINE_LIMIT = 128  # JSON bytes; smaller values live inside the manifest itself
 COMPRESS_FROM = 200  # JSON bytes; bigger non-list values are zlib-compressed when that saves space
 CHUNK_ITEMS = 64  # appended list items are merged into one row once this many are pending
@@ -38,10 +40,6 @@ _SERDE_MARKER_BYTES = SERDE_MARKER.encode()
 # digits (in a number or, rarely, in a text) sends the list to the exact json module instead.
 HAS_SERDE_MARKER, HAS_LONG_DIGITS = 1, 2
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
-class UnreadableSnapshotError(ValueError):
-    """A snapshot's rows are missing (deleted while being read) or damaged."""
 
 
 def dumps(value: Any) -> bytes:

@@ -1,0 +1,19 @@
+"""Burrow's storage: Burr snapshots and the conversation catalog on SQLite or PostgreSQL.
+
+Modules, one owner each:
+- engine.py: connections, the read/write transaction helpers, driver errors into core.errors
+- persister.py: `SQLAlchemyPersister`, Burr's persister contract and nothing else
+- catalog.py: the conversations table (the persister calls `record_step`), listing, rename, delete
+- codec.py: the delta encoding of a state into rows (pure, no database)
+- rows.py: the statements that read and write snapshot rows
+- serde.py: Burr state (de)serialization that costs O(what changed)
+- frozen.py: read-only containers for stored list items
+- listcache.py: list items this process has already read
+- schema.py: the current tables; migrations.py: how older databases reach them
+
+Code outside this package imports only the names below.
+"""
+from core.storage.catalog import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
+from core.storage.persister import SQLAlchemyPersister
+
+__all__ = ["BranchSummary", "ConversationStore", "ConversationSummary", "SQLAlchemyPersister", "SnapshotSummary"]

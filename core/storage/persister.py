@@ -1,0 +1,193 @@
+"""`SQLAlchemyPersister`: Burr's state persister on any SQLAlchemy database (SQLite, PostgreSQL).
+
+Burr's contract only: save a step, load a step, list a partition's app ids. Each save is one
+transaction that writes the snapshot (only what changed, see codec.py), moves the branch's
+pointers and updates the conversation catalog (catalog.py owns that table). A step saved twice
+raises `SnapshotConflictError` instead of overwriting, which is how two writers on one
+conversation (two tabs, two servers) find out about each other.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from burr.core import State
+from burr.core.persistence import BaseStatePersister, PersistedStateData
+from sqlalchemy import Connection, Engine, inspect, select
+
+from core.errors import SnapshotConflictError, StorageError, UnreadableSnapshotError
+from core.storage.catalog import record_step, storage_key
+from core.storage.codec import Manifest, encode
+from core.storage.engine import Database, create_burrow_engine
+from core.storage.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
+from core.storage.migrations import LATEST, applied_versions, apply_migrations
+from core.storage.rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
+                               read_state)
+from core.storage.schema import App
+from core.storage.serde import Remembered, deserialize_state, serialize_state
+
+class SQLAlchemyPersister(BaseStatePersister):
+    """Saves every Burr step; loads any step in O(size of that state)."""
+
+    def __init__(self, engine: Engine, cache_size: int = 256, list_cache_bytes: int = DEFAULT_MAX_BYTES):
+        self.database = Database(engine)
+        self._cache_size = cache_size
+        self._setup_memory(list_cache_bytes)
+
+    def _setup_memory(self, list_cache_bytes: int) -> None:
+        """What a process keeps besides the connection: caches and the lock guarding them."""
+        self._lock = threading.Lock()
+        self._schema_ready = False  # set once the schema is known to be current
+        # (partition, app_id) -> (sequence_id, serialized state, manifest, raw values) of the branch's last save
+        self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
+        self.list_cache = ListPrefixCache(list_cache_bytes)  # list items already read (see listcache.py)
+
+    @classmethod
+    def from_url(cls, url: str, *, list_cache_bytes: int = DEFAULT_MAX_BYTES, **engine_kwargs: Any) -> "SQLAlchemyPersister":
+        return cls(create_burrow_engine(url, **engine_kwargs), list_cache_bytes=list_cache_bytes)
+
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ---- schema --------------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Creates or upgrades the schema; safe on every start and from several processes at once."""
+        self.database.guard(lambda: apply_migrations(self.engine))
+        self._schema_ready = True
+
+    def is_initialized(self) -> bool:
+        """Burr asks on every application build; once the schema is current, the answer is remembered."""
+        if not self._schema_ready:
+            self._schema_ready = self.database.read(lambda conn: LATEST in applied_versions(conn))
+        return self._schema_ready
+
+    # ---- Burr's loader contract ---------------------------------------------------------------
+    def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+        """Branches of a conversation, most recently written first."""
+        query = select(App.app_id).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc())
+        return self.database.read(lambda conn: list(conn.execute(query).scalars()))
+
+    def load(
+        self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None, **kwargs: Any
+    ) -> PersistedStateData | None:
+        """The snapshot at `sequence_id` (default: latest) of `app_id` (default: most recent branch)."""
+        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
+        if found is None:
+            return None
+        row, state, needs_serde = found
+        return PersistedStateData(
+            partition_key=partition_key, app_id=row.app_id, sequence_id=row.sequence_id, position=row.position,
+            state=deserialize_state(state, needs_serde), created_at=row.created_at.isoformat(), status=row.status)
+
+    def load_serialized(self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None) -> dict | None:
+        """The stored (serialized) state of one snapshot, for viewers that show raw JSON."""
+        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
+        return None if found is None else found[1]
+
+    def _load(self, conn: Connection, key: str, app_id: str | None, sequence_id: int | None) -> tuple | None:
+        row = find_branch_snapshot(conn, key, app_id or None, sequence_id)
+        if row is None:
+            return None
+        branch = Branch(key, row.app_id, row.app_ref, row.branch_created_at)
+        try:
+            state, needs_serde = read_state(conn, branch, Manifest.from_json(row.manifest), self.list_cache)
+        except UnreadableSnapshotError as exc:  # e.g. rows gone under the reader: the conversation was deleted meanwhile
+            raise StorageError(f"snapshot {row.sequence_id} of {row.app_id!r} could not be read: {exc}") from exc
+        loaded = _Loaded(row.app_id, row.sequence_id, row.position, row.status, row.created_at)
+        return loaded, state, needs_serde
+
+    # ---- Burr's saver contract ----------------------------------------------------------------
+    def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Literal["completed", "failed"],
+        **kwargs: Any,
+    ) -> None:
+        """Persists one step. `forked_from=(app_id, sequence_id)` records where a new branch came from."""
+        key = storage_key(partition_key)
+        with self._lock:
+            cached = self._last.get((key, app_id))
+        # Reusing the last save's serialized items is right even if another writer moved on since.
+        serialized, remembered = serialize_state(state, cached[3] if cached else None)
+        try:
+            manifest = self.database.write(
+                lambda conn: self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from")))
+        except SnapshotConflictError as exc:
+            self.forget(key, app_id)
+            raise SnapshotConflictError(_conflict_message(app_id, sequence_id)) from exc
+        except StorageError:
+            self.forget(key, app_id)
+            raise
+        self._remember(key, app_id, sequence_id, serialized, manifest, remembered)
+
+    def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,
+               serialized: dict, status: str, forked_from: tuple | None) -> Manifest:
+        now = datetime.now(timezone.utc)
+        app = find_app(conn, key, app_id, lock=True)
+        if app is None:
+            app_ref, last_seq = insert_app(conn, key, app_id, now, forked_from), -1
+        else:
+            app_ref, last_seq = app.id, app.last_sequence_id
+        if sequence_id <= last_seq:
+            raise SnapshotConflictError(_conflict_message(app_id, sequence_id))
+        branch = Branch(key, app_id, app_ref, app.created_at if app is not None else now)
+        previous, prev_manifest = self._previous(conn, branch, last_seq)
+        enc = encode(serialized, sequence_id, previous, prev_manifest)
+        snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
+        record_step(conn, key, app_id, snapshot_id, now, serialized, stored)
+        return enc.manifest
+
+    def _previous(self, conn: Connection, branch: Branch, last_seq: int) -> tuple:
+        """The branch's last saved state, from memory when this process wrote it, else from the database."""
+        with self._lock:
+            cached = self._last.get((branch.partition_key, branch.app_id))
+        if cached is not None and cached[0] == last_seq:
+            return cached[1], cached[2]
+        snapshot = find_latest_snapshot(conn, branch.row_id) if last_seq >= 0 else None
+        if snapshot is None:
+            return None, None
+        manifest = Manifest.from_json(snapshot.manifest)
+        return read_state(conn, branch, manifest, self.list_cache)[0], manifest
+
+    def _remember(self, key: str, app_id: str, sequence_id: int, serialized: dict, manifest: Manifest,
+                  remembered: Remembered) -> None:
+        with self._lock:
+            self._last[(key, app_id)] = (sequence_id, serialized, manifest, remembered)
+            self._last.move_to_end((key, app_id))
+            while len(self._last) > self._cache_size:
+                self._last.popitem(last=False)
+
+    def forget(self, partition_key: str | None, app_id: str | None = None) -> None:
+        """Drops cached state (after a conflict or a delete) so the next save re-reads the database."""
+        key = storage_key(partition_key)
+        with self._lock:
+            for cached in [k for k in self._last if k[0] == key and app_id in (None, k[1])]:
+                del self._last[cached]
+        self.list_cache.forget(key, app_id)
+
+    def schema_tables(self) -> list[str]:
+        return self.database.guard(lambda: inspect(self.engine).get_table_names())
+
+
+class _Loaded:
+    __slots__ = ("app_id", "sequence_id", "position", "status", "created_at")
+
+    def __init__(self, app_id: str, sequence_id: int, position: str, status: str, created_at: datetime):
+        self.app_id, self.sequence_id, self.position, self.status = app_id, sequence_id, position, status
+        self.created_at = created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc)
+
+
+def _conflict_message(app_id: str, sequence_id: int) -> str:
+    return (f"Step {sequence_id} of branch {app_id} was already saved by another writer "
+            "(another tab or server). Reload the conversation to continue from its latest state.")
