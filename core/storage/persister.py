@@ -5,22 +5,28 @@ transaction that writes the snapshot (only what changed, see codec.py), moves th
 pointers and updates the conversation catalog (catalog.py owns that table). A step saved twice
 raises `SnapshotConflictError` instead of overwriting, which is how two writers on one
 conversation (two tabs, two servers) find out about each other.
+
+The work of a load, a save and a listing is done by `SnapshotStore`'s methods on an open
+Connection, so the async twin (async_persister.py) runs the very same code through `run_sync`.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from burr.core import State
 from burr.core.persistence import BaseStatePersister, PersistedStateData
 from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy.engine import URL
 
 from core.errors import SnapshotConflictError, StorageError, UnreadableSnapshotError
 from core.storage.catalog import record_step, storage_key
 from core.storage.codec import Manifest, encode
-from core.storage.engine import Database, create_burrow_engine
+from core.storage.engine import Database, create_burrow_engine, is_memory_sqlite
 from core.storage.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
 from core.storage.migrations import LATEST, applied_versions, apply_migrations
 from core.storage.rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
@@ -28,13 +34,13 @@ from core.storage.rows import (find_app, find_branch_snapshot, find_latest_snaps
 from core.storage.schema import App
 from core.storage.serde import Remembered, deserialize_state, serialize_state
 
-class SQLAlchemyPersister(BaseStatePersister):
-    """Saves every Burr step; loads any step in O(size of that state)."""
 
-    def __init__(self, engine: Engine, cache_size: int = 256, list_cache_bytes: int = DEFAULT_MAX_BYTES):
-        self.database = Database(engine)
-        self._cache_size = cache_size
-        self._setup_memory(list_cache_bytes)
+class SnapshotStore:
+    """What the sync and the async persister share: this process's caches, and the work of a load,
+    a save and a listing on an open Connection. Also how both are pickled: the URL, not the engine."""
+
+    _cache_size: int
+    _engine_kwargs: dict[str, Any]
 
     def _setup_memory(self, list_cache_bytes: int) -> None:
         """What a process keeps besides the connection: caches and the lock guarding them."""
@@ -44,52 +50,35 @@ class SQLAlchemyPersister(BaseStatePersister):
         self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
         self.list_cache = ListPrefixCache(list_cache_bytes)  # list items already read (see listcache.py)
 
-    @classmethod
-    def from_url(cls, url: str, *, list_cache_bytes: int = DEFAULT_MAX_BYTES, **engine_kwargs: Any) -> "SQLAlchemyPersister":
-        return cls(create_burrow_engine(url, **engine_kwargs), list_cache_bytes=list_cache_bytes)
+    # ---- pickling: another process reconnects from the URL --------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The URL *with its password* (the new process must log in again), the engine options given to
+        `from_url`, cache sizes and whether the schema is known to be current; never the engine or caches."""
+        url: URL = self.database.engine.url
+        if is_memory_sqlite(url):
+            raise TypeError(f"cannot pickle {type(self).__name__} on an in-memory SQLite database: the database "
+                            "lives inside this process's connection, so a copy elsewhere would start empty. "
+                            "Use a SQLite file or a database server to share a persister between processes.")
+        return {"url": url.render_as_string(hide_password=False), "engine_kwargs": self._engine_kwargs,
+                "cache_size": self._cache_size, "list_cache_bytes": self.list_cache.max_bytes,
+                "schema_ready": self._schema_ready}
 
-    @property
-    def engine(self) -> Engine:
-        return self.database.engine
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        """Reconnects in this process, with empty caches and a fresh lock."""
+        self._engine_kwargs = dict(saved["engine_kwargs"])
+        self.database = self._connect(saved["url"], dict(self._engine_kwargs))
+        self._cache_size = saved["cache_size"]
+        self._setup_memory(saved["list_cache_bytes"])
+        self._schema_ready = saved["schema_ready"]
 
-    @property
-    def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+    def _connect(self, url: str, engine_kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
 
-    # ---- schema --------------------------------------------------------------------------------
-    def initialize(self) -> None:
-        """Creates or upgrades the schema; safe on every start and from several processes at once."""
-        self.database.guard(lambda: apply_migrations(self.engine))
-        self._schema_ready = True
-
-    def is_initialized(self) -> bool:
-        """Burr asks on every application build; once the schema is current, the answer is remembered."""
-        if not self._schema_ready:
-            self._schema_ready = self.database.read(lambda conn: LATEST in applied_versions(conn))
-        return self._schema_ready
-
-    # ---- Burr's loader contract ---------------------------------------------------------------
-    def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+    # ---- loading and listing ----------------------------------------------------------------------
+    def _app_ids(self, conn: Connection, partition_key: str | None) -> list[str]:
         """Branches of a conversation, most recently written first."""
         query = select(App.app_id).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc())
-        return self.database.read(lambda conn: list(conn.execute(query).scalars()))
-
-    def load(
-        self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None, **kwargs: Any
-    ) -> PersistedStateData | None:
-        """The snapshot at `sequence_id` (default: latest) of `app_id` (default: most recent branch)."""
-        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
-        if found is None:
-            return None
-        row, state, needs_serde = found
-        return PersistedStateData(
-            partition_key=partition_key, app_id=row.app_id, sequence_id=row.sequence_id, position=row.position,
-            state=deserialize_state(state, needs_serde), created_at=row.created_at.isoformat(), status=row.status)
-
-    def load_serialized(self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None) -> dict | None:
-        """The stored (serialized) state of one snapshot, for viewers that show raw JSON."""
-        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
-        return None if found is None else found[1]
+        return list(conn.execute(query).scalars())
 
     def _load(self, conn: Connection, key: str, app_id: str | None, sequence_id: int | None) -> tuple | None:
         row = find_branch_snapshot(conn, key, app_id or None, sequence_id)
@@ -103,33 +92,34 @@ class SQLAlchemyPersister(BaseStatePersister):
         loaded = _Loaded(row.app_id, row.sequence_id, row.position, row.status, row.created_at)
         return loaded, state, needs_serde
 
-    # ---- Burr's saver contract ----------------------------------------------------------------
-    def save(
-        self,
-        partition_key: str | None,
-        app_id: str,
-        sequence_id: int,
-        position: str,
-        state: State,
-        status: Literal["completed", "failed"],
-        **kwargs: Any,
-    ) -> None:
-        """Persists one step. `forked_from=(app_id, sequence_id)` records where a new branch came from."""
-        key = storage_key(partition_key)
+    @staticmethod
+    def _persisted(partition_key: str | None, found: tuple | None) -> PersistedStateData | None:
+        """What Burr gets from a load; deserializing happens after the connection is given back."""
+        if found is None:
+            return None
+        row, state, needs_serde = found
+        return PersistedStateData(
+            partition_key=partition_key, app_id=row.app_id, sequence_id=row.sequence_id, position=row.position,
+            state=deserialize_state(state, needs_serde), created_at=row.created_at.isoformat(), status=row.status)
+
+    # ---- saving -----------------------------------------------------------------------------------
+    def _serialize(self, key: str, app_id: str, state: State) -> tuple[dict, Remembered]:
         with self._lock:
             cached = self._last.get((key, app_id))
         # Reusing the last save's serialized items is right even if another writer moved on since.
-        serialized, remembered = serialize_state(state, cached[3] if cached else None)
+        return serialize_state(state, cached[3] if cached else None)
+
+    @contextmanager
+    def _saving(self, key: str, app_id: str, sequence_id: int) -> Iterator[None]:
+        """Around a save's write: a failed save drops what this process cached of the branch."""
         try:
-            manifest = self.database.write(
-                lambda conn: self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from")))
+            yield
         except SnapshotConflictError as exc:
             self.forget(key, app_id)
             raise SnapshotConflictError(_conflict_message(app_id, sequence_id)) from exc
         except StorageError:
             self.forget(key, app_id)
             raise
-        self._remember(key, app_id, sequence_id, serialized, manifest, remembered)
 
     def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,
                serialized: dict, status: str, forked_from: tuple | None) -> Manifest:
@@ -175,6 +165,87 @@ class SQLAlchemyPersister(BaseStatePersister):
             for cached in [k for k in self._last if k[0] == key and app_id in (None, k[1])]:
                 del self._last[cached]
         self.list_cache.forget(key, app_id)
+
+
+class SQLAlchemyPersister(SnapshotStore, BaseStatePersister):
+    """Saves every Burr step; loads any step in O(size of that state).
+
+    Picklable (Burr sends applications to other processes that way): the copy reconnects from the
+    URL, password included, so treat a pickled persister like the URL itself. A persister built around
+    an engine of your own reconnects with Burrow's default engine settings; one on in-memory SQLite
+    cannot be pickled (TypeError).
+    """
+
+    def __init__(self, engine: Engine, cache_size: int = 256, list_cache_bytes: int = DEFAULT_MAX_BYTES):
+        self.database = Database(engine)
+        self._cache_size = cache_size
+        self._engine_kwargs: dict[str, Any] = {}
+        self._setup_memory(list_cache_bytes)
+
+    @classmethod
+    def from_url(cls, url: str, *, list_cache_bytes: int = DEFAULT_MAX_BYTES, **engine_kwargs: Any) -> "SQLAlchemyPersister":
+        persister = cls(create_burrow_engine(url, **engine_kwargs), list_cache_bytes=list_cache_bytes)
+        persister._engine_kwargs = engine_kwargs
+        return persister
+
+    def _connect(self, url: str, engine_kwargs: dict[str, Any]) -> Database:
+        return Database(create_burrow_engine(url, **engine_kwargs))
+
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ---- schema --------------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Creates or upgrades the schema; safe on every start and from several processes at once."""
+        self.database.guard(lambda: apply_migrations(self.engine))
+        self._schema_ready = True
+
+    def is_initialized(self) -> bool:
+        """Burr asks on every application build; once the schema is current, the answer is remembered."""
+        if not self._schema_ready:
+            self._schema_ready = self.database.read(lambda conn: LATEST in applied_versions(conn))
+        return self._schema_ready
+
+    # ---- Burr's loader contract ---------------------------------------------------------------
+    def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+        """Branches of a conversation, most recently written first."""
+        return self.database.read(lambda conn: self._app_ids(conn, partition_key))
+
+    def load(
+        self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None, **kwargs: Any
+    ) -> PersistedStateData | None:
+        """The snapshot at `sequence_id` (default: latest) of `app_id` (default: most recent branch)."""
+        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
+        return self._persisted(partition_key, found)
+
+    def load_serialized(self, partition_key: str | None, app_id: str | None, sequence_id: int | None = None) -> dict | None:
+        """The stored (serialized) state of one snapshot, for viewers that show raw JSON."""
+        found = self.database.read(lambda conn: self._load(conn, storage_key(partition_key), app_id, sequence_id))
+        return None if found is None else found[1]
+
+    # ---- Burr's saver contract ----------------------------------------------------------------
+    def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Literal["completed", "failed"],
+        **kwargs: Any,
+    ) -> None:
+        """Persists one step. `forked_from=(app_id, sequence_id)` records where a new branch came from."""
+        key = storage_key(partition_key)
+        serialized, remembered = self._serialize(key, app_id, state)
+        with self._saving(key, app_id, sequence_id):
+            manifest = self.database.write(
+                lambda conn: self._write(conn, key, app_id, sequence_id, position, serialized, status, kwargs.get("forked_from")))
+        self._remember(key, app_id, sequence_id, serialized, manifest, remembered)
 
     def schema_tables(self) -> list[str]:
         return self.database.guard(lambda: inspect(self.engine).get_table_names())
