@@ -6,26 +6,34 @@ statement sees committed rows, and every read Burrow makes is one statement or t
 appearing between statements (snapshot rows are only ever added; a merge rewrites chunks into
 equal items). Writes take SQLite's lock up front (BEGIN IMMEDIATE), so two writers queue instead
 of failing with "database is locked".
+
+`AsyncDatabase` is the same for SQLAlchemy's asyncio engine: it runs the same sync `work(conn)` through
+`AsyncConnection.run_sync`, on an engine with the same settings, so both persisters share one code path.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import greenlet_spawn
 
 from core.errors import SnapshotConflictError, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds; the driver's `timeout` sets SQLite's busy_timeout
+PSYCOPG_DRIVERS = ("psycopg", "psycopg_async")  # psycopg 3, sync and asyncio (psycopg2 has no binary results)
+ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg"}  # what `async_url` picks for a bare URL
 
 _HINTS = (  # what to check, for the errors people actually meet
     ("readonly", " (check that the database file and its folder are writable)"),
@@ -50,32 +58,64 @@ def create_burrow_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
     connection shared by every thread (and `Database` serializes their use of it).
     """
     url = make_url(url)
+    engine = create_engine(url, **_engine_options(url, engine_kwargs))
+    _configure(engine, url)
+    return engine
+
+
+def async_url(url: str | URL) -> URL:
+    """The same database through an asyncio driver: a bare `sqlite://` or `sqlite+pysqlite://` gets
+    aiosqlite and a bare `postgresql://` gets psycopg 3 (whose URL serves sync and async alike)."""
+    url = make_url(url)
+    backend = url.get_backend_name()
+    if backend in ASYNC_DRIVERS and url.drivername in (backend, "sqlite+pysqlite"):
+        return url.set(drivername=f"{backend}+{ASYNC_DRIVERS[backend]}")
+    return url
+
+
+def create_burrow_async_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
+    """`create_burrow_engine` for SQLAlchemy's asyncio extension: the same pragmas, BEGIN IMMEDIATE for
+    writes and psycopg binary results (events live on the async engine's sync facade)."""
+    url = async_url(url)
+    engine = create_async_engine(url, **_engine_options(url, engine_kwargs))
+    _configure(engine.sync_engine, url)
+    return engine
+
+
+def _engine_options(url: URL, engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The caller's engine options plus Burrow's defaults (the caller's dicts are copied, never changed)."""
+    options = dict(engine_kwargs)
     if url.get_backend_name() == "sqlite":
-        connect_args = engine_kwargs.setdefault("connect_args", {})
+        connect_args = options["connect_args"] = dict(options.get("connect_args") or {})
         if "timeout" not in url.query:  # `?timeout=N` in the URL sets how long a write waits for a lock
             connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
         if is_memory_sqlite(url):
             connect_args.setdefault("check_same_thread", False)
-            engine_kwargs.setdefault("poolclass", StaticPool)
+            options.setdefault("poolclass", StaticPool)
     else:
-        engine_kwargs.setdefault("pool_pre_ping", True)
-    engine = create_engine(url, **engine_kwargs)
+        options.setdefault("pool_pre_ping", True)
+    return options
+
+
+def _configure(engine: Engine, url: URL) -> None:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, memory=is_memory_sqlite(url))
-    if engine.dialect.driver == "psycopg":
+    if engine.dialect.driver in PSYCOPG_DRIVERS:
         _binary_results_on_request(engine)
-    return engine
 
 
 def _binary_results_on_request(engine: Engine) -> None:
     """Statements marked `burrow_binary_results` get psycopg 3's binary result format: bytea then
     arrives as is, where the text format would send (and make the client decode) twice the bytes in hex."""
     from psycopg.pq import Format
+    from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 
     @event.listens_for(engine, "before_cursor_execute")
     def _binary(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
         if context is not None and context.execution_options.get("burrow_binary_results"):
-            cursor.format = Format.BINARY
+            # asyncio: SQLAlchemy's adapter wraps psycopg's AsyncCursor, which is what fetches rows
+            raw = cursor._cursor if isinstance(cursor, AsyncAdapt_dbapi_cursor) else cursor
+            raw.format = Format.BINARY
 
 
 def _configure_sqlite(engine: Engine, memory: bool) -> None:
@@ -112,7 +152,8 @@ class Database:
 
     Both call `work(conn)` with an open connection and turn driver errors into `StorageError`
     (a unique-key violation in a write into `SnapshotConflictError`), with a message that says what
-    to check and never the password.
+    to check and never the password. On in-memory SQLite (one shared connection) everything that
+    goes through `guard` is serialized by one lock.
     """
 
     def __init__(self, engine: Engine):
@@ -121,16 +162,15 @@ class Database:
         self.where = _where(engine.url)
         # A shared in-memory connection must not run two threads' statements interleaved.
         self._serial = threading.RLock() if is_memory_sqlite(engine.url) else None
-        self._reader = engine.execution_options(
-            **({"sqlite_single_read": True} if self.dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}))
+        self._reader = engine.execution_options(**_read_options(self.dialect))
 
     def _exclusive(self) -> Any:
         return self._serial if self._serial is not None else nullcontext()
 
     def read(self, work: Callable[[Connection], T]) -> T:
         def run() -> T:
-            with self._exclusive(), self._reader.connect() as conn, conn.begin():
-                return work(conn)
+            with self._reader.connect() as conn:
+                return _in_transaction(conn, work)
 
         return self.guard(run)
 
@@ -142,14 +182,14 @@ class Database:
         tried once more on fresh connections, so fixing the file needs no restart.
         """
         def attempt() -> T:
-            with self._exclusive(), self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-                return work(conn)
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn:
+                return _in_transaction(conn, work)
 
         def run() -> T:
             try:
                 return attempt()
             except OperationalError as exc:
-                if getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+                if not _retry_fresh(exc, self._serial is not None):
                     raise
                 self.engine.dispose()
             return attempt()
@@ -159,14 +199,90 @@ class Database:
     def guard(self, work: Callable[[], T]) -> T:
         """Runs database work, turning driver errors into Burrow's errors with a readable message."""
         try:
-            return work()
-        except IntegrityError as exc:
-            raise SnapshotConflictError(f"Another writer saved the same rows first: {_first_line(exc)}") from exc
+            with self._exclusive():
+                return work()
         except SQLAlchemyError as exc:
-            raise StorageError(describe_error(exc, self.where)) from exc
+            raise _translated(exc, self.where) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class AsyncDatabase:
+    """`Database` on SQLAlchemy's asyncio engine: `await read(work)` and `await write(work)` run the
+    same sync `work(conn)` through `run_sync` (a greenlet on the event loop's thread, no worker thread),
+    with the same transactions, read-only retry and error translation."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.where = _where(engine.url)
+        # Coroutines share one thread, so only an asyncio lock keeps a shared in-memory connection's users apart.
+        self._serial = asyncio.Lock() if is_memory_sqlite(engine.url) else None
+        self._reader = engine.execution_options(**_read_options(self.dialect))
+
+    def _exclusive(self) -> Any:
+        return self._serial if self._serial is not None else nullcontext()
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        async def run() -> T:
+            async with self._reader.connect() as conn:
+                return await conn.run_sync(_in_transaction, work)
+
+        return await self.guard(run)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Runs `work(conn)` in one write transaction (see `Database.write` for the retry)."""
+        async def attempt() -> T:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(sqlite_immediate=True)
+                return await conn.run_sync(_in_transaction, work)
+
+        async def run() -> T:
+            try:
+                return await attempt()
+            except OperationalError as exc:
+                if not _retry_fresh(exc, self._serial is not None):
+                    raise
+                await self.engine.dispose()
+            return await attempt()
+
+        return await self.guard(run)
+
+    async def with_sync_engine(self, work: Callable[[Engine], T]) -> T:
+        """Runs sync code that wants an Engine (the migrations) on the async engine's sync facade."""
+        return await self.guard(lambda: greenlet_spawn(work, self.engine.sync_engine))
+
+    async def guard(self, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with self._exclusive():
+                return await work()
+        except SQLAlchemyError as exc:
+            raise _translated(exc, self.where) from exc
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _read_options(dialect: str) -> dict[str, Any]:
+    return {"sqlite_single_read": True} if dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+
+
+def _in_transaction(conn: Connection, work: Callable[[Connection], T]) -> T:
+    with conn.begin():
+        return work(conn)
+
+
+def _retry_fresh(exc: OperationalError, memory: bool) -> bool:
+    """A write refused because the pooled SQLite handles are read-only (never on in-memory SQLite,
+    where closing the pool would drop the database)."""
+    return not memory and getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def _translated(exc: SQLAlchemyError, where: str) -> StorageError:
+    if isinstance(exc, IntegrityError):
+        return SnapshotConflictError(f"Another writer saved the same rows first: {_first_line(exc)}")
+    return StorageError(describe_error(exc, where))
 
 
 def _where(url: URL) -> str:
