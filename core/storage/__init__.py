@@ -3,6 +3,7 @@
 Modules, one owner each:
 - engine.py: connections, the read/write transaction helpers, driver errors into core.errors
 - persister.py: `SQLAlchemyPersister`, Burr's persister contract and nothing else
+- async_persister.py: `AsyncSQLAlchemyPersister`, the same on SQLAlchemy's asyncio engine (same code, same format)
 - catalog.py: the conversations table (the persister calls `record_step`), listing, rename, delete
 - codec.py: the delta encoding of a state into rows (pure, no database)
 - rows.py: the statements that read and write snapshot rows
@@ -13,7 +14,8 @@ Modules, one owner each:
 
 Code outside this package imports only the names below.
 """
+from core.storage.async_persister import AsyncSQLAlchemyPersister
 from core.storage.catalog import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
 from core.storage.persister import SQLAlchemyPersister
 
-__all__ = ["BranchSummary", "ConversationStore", "ConversationSummary", "SQLAlchemyPersister", "SnapshotSummary"]
+__all__ = ["AsyncSQLAlchemyPersister", "BranchSummary", "ConversationStore", "ConversationSummary", "SQLAlchemyPersister", "SnapshotSummary"]
