@@ -30,6 +30,7 @@ import lz4.block
 import orjson
 
 from core.errors import UnreadableSnapshotError
+from core.storage.frozen import FrozenDict, FrozenList, freeze_items
 
 INLINE_LIMIT = 128  # JSON bytes; smaller values live inside the manifest itself
 COMPRESS_FROM = 200  # JSON bytes; bigger non-list values are zlib-compressed when that saves space
@@ -38,8 +39,12 @@ SERDE_MARKER = '"__burr_serde__"'  # Burr's serde key; JSON without it deseriali
 _SERDE_MARKER_BYTES = SERDE_MARKER.encode()
 # Flags of a list in the manifest. orjson reads integers beyond 64 bits as floats, so any run of 19
 # digits (in a number or, rarely, in a text) sends the list to the exact json module instead.
-HAS_SERDE_MARKER, HAS_LONG_DIGITS = 1, 2
+# ALL_FLAT_DICTS: every item is a dict of scalars (a chat message), so a load freezes each with one
+# C-level copy (see frozen.py); entries written before this flag existed take the general path.
+HAS_SERDE_MARKER, HAS_LONG_DIGITS, ALL_FLAT_DICTS = 1, 2, 4
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_DICTS = frozenset({dict, FrozenDict})
+_NESTING = frozenset({dict, list, FrozenDict, FrozenList})
 
 
 def dumps(value: Any) -> bytes:
@@ -56,8 +61,9 @@ class Manifest:
 
     Stored as one JSON object in key order: {key: ["i", value] | ["v", sequence_id of its row]
     | ["l", generation, length, sealed, flags]}; a list's items [0, sealed) are in sealed chunks, and
-    `flags` says whether any of its items holds a Burr serde marker or a long digit run, so a load
-    need not search megabytes of text for them (entries written before flags existed lack them: then
+    `flags` says whether any of its items holds a Burr serde marker or a long digit run, and whether
+    all are flat dicts, so a load need not search megabytes of text for them (entries written before
+    flags existed lack them: then
     the text is searched for markers and parsed with the json module).
     """
 
@@ -156,6 +162,11 @@ def list_flags(raw: bytes) -> int:
     return (HAS_SERDE_MARKER if _SERDE_MARKER_BYTES in raw else 0) | (HAS_LONG_DIGITS if _LONG_DIGITS.search(raw) else 0)
 
 
+def all_flat_dicts(items: list[Any]) -> bool:
+    """Every item is a dict whose values are scalars."""
+    return all(type(item) in _DICTS and _NESTING.isdisjoint(map(type, item.values())) for item in items)
+
+
 def _parse_fast(raw: bytes) -> Any:
     """orjson, for JSON without long digit runs; the json module for what orjson refuses (NaN, lone surrogates)."""
     try:
@@ -211,7 +222,9 @@ def _encode_list(
         generation, start, sealed = prev_entry[0], len(previous), prev_entry[2]
         flags = prev_entry[3] if len(prev_entry) > 3 else list_flags(dumps(previous))
     else:
-        generation, start, sealed, flags = sequence_id, 0, 0, 0
+        generation, start, sealed, flags = sequence_id, 0, 0, ALL_FLAT_DICTS  # no items yet: all flat
+    if len(value) > start and not all_flat_dicts(value[start:]):  # only the new items are looked at
+        flags &= ~ALL_FLAT_DICTS
     if len(value) - sealed >= CHUNK_ITEMS:
         if start > sealed:
             out.merged.append((key, generation, sealed, start))
@@ -258,9 +271,9 @@ def assemble_list(
     key: str, prefix: list, prefix_serde: bool, chunks: list[tuple[int, int, bytes]], length: int,
     flags: int | None = None,
 ) -> tuple[list, bool, int]:
-    """Items [0, length): a known prefix of them, then the chunks (start, count, data) that go past it;
-    whether they hold a serde marker (from `flags` when the manifest has them, else searched for);
-    and the JSON bytes the chunks held.
+    """Items [0, length), frozen (see frozen.py): a known prefix of them, then the chunks (start,
+    count, data) that go past it; whether they hold a serde marker (from `flags` when the manifest
+    has them, else searched for); and the JSON bytes the chunks held.
 
     The chunks are ordered by start and contiguous; the first may begin inside the prefix (a merge
     rewrote small chunks into one), and then only its items past the prefix are taken. Each chunk is
@@ -270,6 +283,7 @@ def assemble_list(
     items = prefix[:length]
     needs_serde = prefix_serde if flags is None else bool(flags & HAS_SERDE_MARKER)
     parse = _parse_fast if flags is not None and not flags & HAS_LONG_DIGITS else json.loads
+    flat = flags is not None and bool(flags & ALL_FLAT_DICTS)
     json_bytes = 0
     for start, _count, data in chunks:
         if start > len(items):
@@ -277,7 +291,8 @@ def assemble_list(
         raw = unpack_raw(data)
         json_bytes += len(raw)
         parsed = parse(raw)
-        items.extend(parsed[len(items) - start:] if start < len(items) else parsed)
+        new = parsed[len(items) - start:] if start < len(items) else parsed
+        items.extend(map(FrozenDict, new) if flat else freeze_items(new))  # read-only: the cache shares them
         if flags is None:
             needs_serde = needs_serde or _SERDE_MARKER_BYTES in raw
     if len(items) < length:

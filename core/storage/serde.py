@@ -1,14 +1,17 @@
 """Burr state (de)serialization that costs O(what changed) per save instead of O(whole state).
 
 `State.serialize()` walks every item of every list through Burr's serde on every save: 5 ms for a
-2,000-message chat, the largest cost of a save. `serialize_state` reuses the previous save's
-serialized list items when the list only grew, and serializes just the new items.
+2,000-message chat, the largest cost of a save. `serialize_state` skips that walk for lists of
+plain JSON without numbers or booleans (chat messages: strings only), whose serialized form is the
+items themselves, and keeps a frozen copy of those items (frozen.py) for the next save. When the
+next state's list starts with items equal to that copy, only the new items are copied.
 
-"Only grew" is checked with Python `==` over the old items (it runs in C). `==` cannot tell
-1, 1.0 and True apart, so the shortcut is taken only for lists whose items hold no numbers or
-booleans (chat messages: strings only); other lists, and lists with a field-level serde (Burr's
-`register_field_serde`), go through Burr's full serialization. Known limit: the key order of a
-dict inside an unchanged item is the one of the earlier save (dicts compare equal in any order).
+The check is Python `==` against the frozen copy (it runs in C, and is by value: an item changed
+in place since the last save no longer equals its copy, so the list is serialized again). `==`
+cannot tell 1, 1.0 and True apart, hence the number-free condition; other lists, and lists with a
+field-level serde (Burr's `register_field_serde`), go through Burr's full serialization. Known
+limit: the key order of a dict inside an unchanged item is the one of the earlier save (dicts
+compare equal in any order).
 
 `deserialize_state` skips Burr's per-item deserialize walk for keys whose stored JSON holds no
 serde marker (the walk would return an equal copy), which is most of the time of a load.
@@ -17,18 +20,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from burr.core import State, serde
+from burr.core import State
 from burr.core.state import FIELD_SERIALIZATION
+
+from core.storage.frozen import freeze_items
 
 
 class Remembered:
-    """What a save keeps for the next one: raw values (lists copied, so an in-place append after
-    saving still counts as a change), their serialized form, and which lists are number-free."""
+    """What a save keeps for the next one: the serialized state (number-free lists as private,
+    frozen copies of their items) and which lists are number-free."""
 
-    __slots__ = ("raw", "serialized", "number_free")
+    __slots__ = ("serialized", "number_free")
 
-    def __init__(self, raw: dict[str, Any], serialized: dict[str, Any], number_free: set[str]):
-        self.raw, self.serialized, self.number_free = raw, serialized, number_free
+    def __init__(self, serialized: dict[str, Any], number_free: set[str]):
+        self.serialized, self.number_free = serialized, number_free
 
 
 def is_number_free(value: Any) -> bool:
@@ -42,34 +47,37 @@ def is_number_free(value: Any) -> bool:
     return False
 
 
+def _shortcut_applies(key: str, value: Any) -> bool:
+    return type(value) is list and key not in FIELD_SERIALIZATION
+
+
 def _appended(key: str, value: Any, previous: Remembered) -> bool:
-    """The list only grew since the previous save, and `==` on its old items is exact."""
-    old = previous.raw.get(key)
-    return (type(value) is list and type(old) is list and key in previous.number_free
-            and key not in FIELD_SERIALIZATION and len(old) <= len(value) and value[: len(old)] == old)
+    """The list only grew since the previous save: its old items equal (by value) the frozen copy."""
+    old = previous.serialized.get(key)
+    return (key in previous.number_free and _shortcut_applies(key, value) and type(old) is list
+            and len(old) <= len(value) and value[: len(old)] == old)
 
 
 def serialize_state(state: State, previous: Remembered | None = None) -> tuple[dict[str, Any], Remembered]:
     """Equals `state.serialize()`; also returns what to pass as `previous` to the next call."""
     values = state.get_all()
-    previous = previous or Remembered({}, {}, set())
+    previous = previous or Remembered({}, set())
     serialized: dict[str, Any] = {}
     number_free: set[str] = set()
     full: dict[str, Any] = {}
     for key, value in values.items():
-        if _appended(key, value, previous):
-            new_items = [serde.serialize(item) for item in value[len(previous.raw[key]):]]
-            serialized[key] = previous.serialized[key] + new_items
-            if is_number_free(new_items):
-                number_free.add(key)
+        if _appended(key, value, previous) and is_number_free(new := value[len(previous.serialized[key]):]):
+            serialized[key] = previous.serialized[key] + freeze_items(new)
+            number_free.add(key)
+        elif _shortcut_applies(key, value) and is_number_free(value):
+            serialized[key] = freeze_items(value)  # plain JSON: serialized, it is itself
+            number_free.add(key)
         else:
             full[key] = value
     if full:
         serialized.update(State(full).serialize())
-        number_free.update(k for k, v in full.items() if type(v) is list and is_number_free(serialized[k]))
     ordered = {key: serialized[key] for key in values}  # same key order as state.serialize()
-    raw = {key: list(value) if type(value) is list else value for key, value in values.items()}
-    return ordered, Remembered(raw, ordered, number_free)
+    return ordered, Remembered(ordered, number_free)
 
 
 def deserialize_state(serialized: dict[str, Any], needs_serde: set[str]) -> State:
