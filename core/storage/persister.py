@@ -28,7 +28,7 @@ from core.storage.catalog import record_step, storage_key
 from core.storage.codec import Manifest, encode
 from core.storage.engine import Database, create_burrow_engine, is_memory_sqlite
 from core.storage.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
-from core.storage.migrations import LATEST, applied_versions, apply_migrations
+from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (find_app, find_branch_snapshot, find_latest_snapshot, insert_app, insert_snapshot,
                                read_state)
 from core.storage.schema import App
@@ -201,14 +201,16 @@ class SQLAlchemyPersister(SnapshotStore, BaseStatePersister):
 
     # ---- schema --------------------------------------------------------------------------------
     def initialize(self) -> None:
-        """Creates or upgrades the schema; safe on every start and from several processes at once."""
-        self.database.guard(lambda: apply_migrations(self.engine))
+        """Creates or upgrades the schema (Alembic, one transaction); safe on every start and from several
+        processes at once. A database written by a newer Burrow raises SchemaVersionError, untouched."""
+        self.database.guard(lambda: upgrade(self.engine))
         self._schema_ready = True
 
     def is_initialized(self) -> bool:
-        """Burr asks on every application build; once the schema is current, the answer is remembered."""
+        """Burr asks on every application build; once the schema is current, the answer is remembered.
+        A database written by a newer Burrow raises SchemaVersionError rather than answer."""
         if not self._schema_ready:
-            self._schema_ready = self.database.read(lambda conn: LATEST in applied_versions(conn))
+            self._schema_ready = self.database.read(is_current)
         return self._schema_ready
 
     # ---- Burr's loader contract ---------------------------------------------------------------

@@ -26,15 +26,6 @@ class Base(DeclarativeBase):
     pass
 
 
-class Migration(Base):
-    """Which numbered migrations have been applied to this database."""
-
-    __tablename__ = "burrow_migrations"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(String(200))
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
 class Conversation(Base):
     """Catalog row per partition key; `activity` is the id of its newest snapshot (exact ordering)."""
 
@@ -114,4 +105,4 @@ class ListItem(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-TABLES = [m.__table__ for m in (Migration, Conversation, App, Snapshot, StateValue, ListItem)]
+TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem)]
