@@ -10,8 +10,8 @@ only the chunks past the cached prefix: a few small rows instead of the whole hi
 Entries are keyed by the branch row's id *and* its creation time, so a deleted conversation whose
 row id the database hands out again can never match a stale entry. The cache holds at most
 `max_bytes` of JSON text (roughly half the memory the decoded items take), least recently used
-entries leave first. Items are shared with the loaded states, as Burr states share unchanged values
-between steps: code must not mutate a loaded message in place.
+entries leave first. Items are shared with the loaded states, so they are frozen (frozen.py): an
+in-place change raises instead of silently changing what the next load returns.
 """
 from __future__ import annotations
 
