@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.storage.catalog import storage_key
 from core.storage.engine import AsyncDatabase, create_burrow_async_engine
 from core.storage.listcache import DEFAULT_MAX_BYTES
-from core.storage.migrations import LATEST, applied_versions, apply_migrations
-from core.storage.persister import SnapshotStore
+from core.storage.persister import SnapshotStore, SQLAlchemyPersister
 
 
 class AsyncSQLAlchemyPersister(SnapshotStore, AsyncBaseStatePersister):
@@ -57,14 +56,18 @@ class AsyncSQLAlchemyPersister(SnapshotStore, AsyncBaseStatePersister):
         return self.engine.url.render_as_string(hide_password=True)
 
     # ---- schema --------------------------------------------------------------------------------
+    # The sync persister's own schema methods, run on the async engine's sync facade: the migrations
+    # and the version check exist once, whatever they become.
     async def initialize(self) -> None:
-        """Creates or upgrades the schema (the same migrations as the sync persister's, on the sync facade)."""
-        await self.database.with_sync_engine(apply_migrations)
+        """Creates or upgrades the schema; safe on every start and from several processes at once."""
+        await self.database.with_sync_engine(lambda engine: SQLAlchemyPersister(engine).initialize())
         self._schema_ready = True
 
     async def is_initialized(self) -> bool:
+        """Burr asks on every application build; once the schema is current, the answer is remembered."""
         if not self._schema_ready:
-            self._schema_ready = await self.database.read(lambda conn: LATEST in applied_versions(conn))
+            self._schema_ready = await self.database.with_sync_engine(
+                lambda engine: SQLAlchemyPersister(engine).is_initialized())
         return self._schema_ready
 
     # ---- Burr's loader contract ---------------------------------------------------------------
