@@ -5,11 +5,15 @@ streams ai_response (or the canned unsafe_response). Turns on one conversation a
 inside a process. Across processes, a turn waits while another server is midway through one on
 the same branch, and the persister's conflict check catches the rest: the losing turn is replayed
 on top of the latest state, so no message is lost.
+
+A turn is where a model or database error becomes the message a user sees (`Turn.error`), so it is
+also where that error is logged, once, with its traceback; the layers below only raise.
 """
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -31,6 +35,8 @@ from core.storage import SQLAlchemyPersister
 from core.text import plain_text
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REPLY_ACTIONS = ["ai_response", "unsafe_response"]
 _MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
@@ -93,6 +99,8 @@ class Turn:
         if not lock.acquire(timeout=self.service.settings.request_timeout * 2):
             self.outcome, self.error = "failed", ConversationBusyError(
                 "This conversation is still answering in another tab. Wait for that reply, then send again.")
+            log.warning("Turn on conversation %s not started: another turn held it for %.0f s",
+                        self.partition_key, self.service.settings.request_timeout * 2)
             return
         try:
             yield from self._run()
@@ -132,6 +140,11 @@ class Turn:
 
     def _fail(self, exc: Exception) -> None:
         self.outcome, self.error = "failed", exc
+        # The one log line for this error: the model's trouble is a warning, the database's an error.
+        level = logging.ERROR if isinstance(exc, StorageError) else logging.WARNING
+        kind = f" ({exc.kind})" if isinstance(exc, LLMError) else ""
+        log.log(level, "Turn on conversation %s, branch %s failed%s: %s", self.partition_key, self.app_id, kind, exc,
+                exc_info=exc)
         if isinstance(exc, StorageError):  # the turn may have stopped midway: that half is ours
             self.service.note_unfinished(self.partition_key)
 
@@ -166,7 +179,9 @@ class Turn:
             except SnapshotConflictError:
                 self.service.persister.forget(self.partition_key, self.app_id)
                 if attempt == 1 or self.prompt is None:
-                    raise
+                    raise  # logged by _fail, as the error the user sees
+                log.info("Conversation %s, branch %s changed under this turn: replaying it on the latest state",
+                         self.partition_key, self.app_id)
                 self.notice = "This conversation changed in another tab or window; your message was added after the latest messages."
         raise AssertionError("unreachable")
 

@@ -2,7 +2,9 @@
 
 Both stream text pieces and stop early when the caller's cancel event is set. Every failure of a
 real model becomes one `LLMError` whose message tells the user what to do about it. The API key
-lives only inside the SDK client: it is never put into Burr state, the tracker or a log line.
+lives only inside the SDK client: it is never put into Burr state, the tracker or a log line, and
+an error text a server sends back passes through a `Redactor` first (some servers quote the key).
+The failure itself is logged once, by the turn that shows it (core/chat.py), not here.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 from urllib.parse import urlparse
 
 import openai
 
+from core.logs import Redactor
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ class OpenAIChatModel:
             timeout=settings.request_timeout,
             max_retries=settings.max_retries,
         )
+        self._redact = Redactor([settings.openai_api_key])  # for error texts the server sends back
         host = urlparse(settings.openai_base_url).netloc if settings.openai_base_url else "api.openai.com"
         self.label = f"{settings.model} via {host}"
 
@@ -113,7 +117,7 @@ class OpenAIChatModel:
         except openai.OpenAIError as exc:
             # Recent SDKs wrap a stream dropped mid-reply as APIConnectionError ("could not reach").
             broken = started and isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
-            raise (_stream_broken() if broken else translate_error(exc)) from exc
+            raise (_stream_broken() if broken else translate_error(exc, self._redact)) from exc
         except Exception as exc:  # older SDKs let httpx errors of a broken stream through unwrapped
             if exc.__class__.__module__.startswith(("httpx", "httpcore")):
                 raise _stream_broken() from exc
@@ -123,15 +127,26 @@ class OpenAIChatModel:
         try:
             return bool(self.client.moderations.create(input=text).results[0].flagged)
         except openai.OpenAIError as exc:
-            raise translate_error(exc) from exc
+            raise translate_error(exc, self._redact) from exc
 
 
 def _stream_broken() -> LLMError:
     return LLMError("stream_broken", "The model's reply was cut off mid-stream. Retry to ask again.")
 
 
-def translate_error(exc: openai.OpenAIError) -> LLMError:
-    """Maps the SDK's exception zoo onto one type with a message a user can act on."""
+def translate_error(exc: openai.OpenAIError, redact: Callable[[str], str] | None = None) -> LLMError:
+    """Maps the SDK's exception zoo onto one type with a message a user can act on.
+
+    Some messages quote the server's error text, which may repeat the API key: `redact` (default:
+    token-shaped strings only) takes it out before the user or a log line sees it.
+    """
+    error = _translate(exc)
+    message = (redact or Redactor())(str(error))
+    return error if message == str(error) else LLMError(error.kind, message, error.retry_after)
+
+
+def _translate(exc: openai.OpenAIError) -> LLMError:
+    """The LLMError for each kind of SDK error, before redaction."""
     if isinstance(exc, openai.APITimeoutError):
         return LLMError("timeout", "The model took too long to answer. Try again, or raise BURROW_REQUEST_TIMEOUT.")
     if isinstance(exc, openai.APIConnectionError):

@@ -18,6 +18,7 @@ from platformdirs import user_data_dir
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_SYSTEM_PROMPT = "You are Burrow, a helpful, concise assistant. Answer in Markdown."
 TRACKING_OFF = {"", "off", "none", "false", "0", "disabled"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,7 @@ class Settings:
     use_moderation: bool = False
     max_message_chars: int = 20_000
     list_cache_mb: int = 64  # decoded chat histories kept per process (core/listcache.py); 0 turns it off
+    log_level: str = "WARNING"  # of Burrow's own loggers (core/logs.py); one of LOG_LEVELS
 
     @property
     def offline(self) -> bool:
@@ -158,6 +160,13 @@ def _words(name: str, value: str) -> tuple[str, ...]:
     return tuple(word.strip().lower() for word in value.split(",") if word.strip())
 
 
+def _log_level(name: str, value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
 _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_DATABASE_URL": ("database_url", _database_url),
     "OPENAI_API_KEY": ("openai_api_key", _optional),
@@ -172,4 +181,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_USE_MODERATION": ("use_moderation", _bool),
     "BURROW_MAX_MESSAGE_CHARS": ("max_message_chars", _int_in(1, 1_000_000)),
     "BURROW_LIST_CACHE_MB": ("list_cache_mb", _int_in(0, 1_000_000)),
+    "BURROW_LOG_LEVEL": ("log_level", _log_level),
 }

@@ -26,4 +26,4 @@ page = st.navigation([
 try:
     page.run()
 except StorageError as exc:  # the database went away after start: explain, never a traceback
-    storage_error(exc)
+    storage_error(exc)  # which logs it, once, with its traceback

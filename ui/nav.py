@@ -6,6 +6,7 @@ copy puts it back, so moving between Chat and History keeps the selection.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import streamlit as st
 
@@ -13,6 +14,8 @@ from core.chat import ChatService
 from core.chat import ConversationSummary
 from core.text import is_valid_conversation_id
 from ui.format import clip
+
+log = logging.getLogger(__name__)
 
 CHAT_PAGE = "views/chat.py"
 HISTORY_PAGE = "views/history.py"
@@ -82,6 +85,7 @@ def current(service: ChatService, create: bool) -> Selection:
 
 def show_problem(service: ChatService, selection: Selection) -> None:
     """The clear message for a bad link, with ways back; stops the page."""
+    log.info("Link not shown: %s", selection.problem)  # a mistyped or stale link: the user's, INFO
     st.warning(selection.problem, icon=":material/link_off:")
     if selection.partition_key:
         st.button("Open the latest branch", on_click=select, args=(selection.partition_key,))

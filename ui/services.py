@@ -2,9 +2,12 @@
 
 `st.cache_resource` keeps only successful results: a failed start (bad setting, database down)
 is retried on the next rerun, so the app recovers without a restart once the cause is fixed.
+Logging is set up here too, where the settings are read; a start-up error, or a database error a
+page hands to `storage_error`, is logged here, once, as it becomes the page the user sees.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,7 +17,10 @@ from streamlit.errors import StreamlitSecretNotFoundError
 
 from core.chat import ChatService
 from core.errors import StorageError
+from core.logs import configure_logging
 from core.settings import Settings, SettingsError, read_secrets_file
+
+log = logging.getLogger(__name__)
 
 
 def secrets_mapping() -> dict[str, Any]:
@@ -29,17 +35,22 @@ def secrets_mapping() -> dict[str, Any]:
 
 @st.cache_resource(show_spinner="Connecting to the database…")
 def _service(settings: Settings) -> ChatService:
+    configure_logging(settings)  # once per process (per settings): before anything below can log
     return ChatService.from_settings(settings)
 
 
 def get_service() -> ChatService:
     """The shared service; on a settings or database problem, renders a help page and stops the run."""
     try:
-        return _service(Settings.load(secrets=secrets_mapping()))
+        settings = Settings.load(secrets=secrets_mapping())
     except SettingsError as exc:
+        configure_logging()  # no settings to take the level from: the defaults, so the line below is redacted
+        log.error("Burrow's settings are not valid: %s", exc, exc_info=exc)
         startup_error("Burrow's settings are not valid", str(exc), SETTINGS_HELP)
+    try:
+        return _service(settings)
     except StorageError as exc:
-        startup_error("The database is not available", str(exc), STORAGE_HELP)
+        storage_error(exc)
 
 
 SETTINGS_HELP = """
@@ -67,5 +78,6 @@ def startup_error(title: str, detail: str, help_text: str) -> NoReturn:
 
 
 def storage_error(exc: StorageError) -> NoReturn:
-    """For a database error in the middle of a page: same help, the page reloads on Try again."""
+    """A database error at start or in the middle of a page: logged, then the help page (Try again reloads)."""
+    log.error("The database is not available: %s", exc, exc_info=exc)
     startup_error("The database is not available", str(exc), STORAGE_HELP)

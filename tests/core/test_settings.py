@@ -178,3 +178,22 @@ def test_settings_are_frozen():
     settings = Settings.load({})
     with pytest.raises(AttributeError):
         settings.model = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw, level", [("DEBUG", "DEBUG"), ("debug", "DEBUG"), (" Info ", "INFO"),
+                                        ("warning", "WARNING"), ("Error", "ERROR"), ("CRITICAL", "CRITICAL")])
+def test_log_level_spellings(raw, level):
+    assert Settings.load({"BURROW_LOG_LEVEL": raw}).log_level == level
+
+
+def test_log_level_defaults_to_warning_and_can_come_from_secrets():
+    assert Settings.load({}).log_level == "WARNING"
+    assert Settings.load({}, secrets={"BURROW_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("value", ["loud", "", "  ", "10", "WARN", "verbose"])
+def test_a_bad_log_level_is_one_line_naming_the_variable(value):
+    with pytest.raises(SettingsError) as caught:
+        Settings.load({"BURROW_LOG_LEVEL": value})
+    message = str(caught.value)
+    assert "BURROW_LOG_LEVEL" in message and "DEBUG" in message and "\n" not in message

@@ -6,6 +6,7 @@ and exception types are exercised exactly as against the real service; only the 
     server = FakeOpenAI().start()           # server.base_url == "http://127.0.0.1:<port>/v1"
     server.reply = "Hi there"               # or a callable: messages -> str
     server.fail_next(429, retry_after=1)    # FIFO queue of injected errors (any endpoint)
+    server.fail_next(400, echo_authorization=True)  # the error body quotes the Authorization header
     server.first_byte_delay = 2.0           # nothing is sent for 2 s (client timeouts)
     server.break_after_chunks = 3           # the stream dies after 3 text chunks
     server.requests                         # JSON bodies of chat completion requests
@@ -70,6 +71,7 @@ class Failure:
     status: int
     message: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    echo_authorization: bool = False  # like some servers, quote the request's Authorization header
 
 
 @dataclass(frozen=True)
@@ -117,15 +119,20 @@ class FakeOpenAI:
             self.received_headers.clear()
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None,
-                  retry_after_ms: float | None = None, message: str | None = None) -> None:
-        """Answers the next `times` requests with `status`; retry_after (s) / retry_after_ms become headers."""
+                  retry_after_ms: float | None = None, message: str | None = None,
+                  echo_authorization: bool = False) -> None:
+        """Answers the next `times` requests with `status`; retry_after (s) / retry_after_ms become headers.
+
+        `echo_authorization` appends the request's Authorization header, unmasked, to the error message,
+        as some model servers do: Burrow must keep that key out of its logs and messages.
+        """
         headers = {}
         if retry_after is not None:
             headers["retry-after"] = _number(retry_after)
         if retry_after_ms is not None:
             headers["retry-after-ms"] = _number(retry_after_ms)
         with self._lock:
-            self._failures.extend([Failure(status, message, headers)] * times)
+            self._failures.extend([Failure(status, message, headers, echo_authorization)] * times)
 
     @property
     def headers(self) -> list[dict[str, str]]:
@@ -179,9 +186,12 @@ def _number(value: float) -> str:
 
 
 # ---- response bodies ------------------------------------------------------------------------
-def error_body(status: int, message: str | None, model: str, authorization: str | None) -> dict[str, Any]:
+def error_body(status: int, message: str | None, model: str, authorization: str | None,
+               echo_authorization: bool = False) -> dict[str, Any]:
     kind, code, template = ERRORS.get(status, ("api_error", None, "Injected error {status}."))
     text = message or template.format(key=mask_key(authorization), model=model, status=status)
+    if echo_authorization:
+        text += f" (request had Authorization: {authorization})"
     return {"error": {"message": text, "type": kind, "param": None, "code": code}}
 
 
@@ -290,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(behaviour.first_byte_delay)
         authorization = self.headers.get("Authorization")
         if failure is not None:
-            self._error(failure.status, failure.message, failure.headers, body)
+            self._error(failure.status, failure.message, failure.headers, body, failure.echo_authorization)
             return None
         if behaviour.expected_api_key is not None and authorization != f"Bearer {behaviour.expected_api_key}":
             self._error(401, None, {}, body)
@@ -341,9 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- writing ----------------------------------------------------------------------------
     def _error(self, status: int, message: str | None, headers: dict[str, str] | None = None,
-               body: dict[str, Any] | None = None) -> None:
+               body: dict[str, Any] | None = None, echo_authorization: bool = False) -> None:
         model = str((body or {}).get("model") or DEFAULT_MODEL)
-        self._json(status, error_body(status, message, model, self.headers.get("Authorization")), headers)
+        self._json(status, error_body(status, message, model, self.headers.get("Authorization"), echo_authorization),
+                   headers)
 
     def _json(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()

@@ -3,8 +3,11 @@
 A turn streams into the page (`st.write_stream` over `Turn`), then the page reruns so everything
 shown comes from the database again. What a turn leaves to say (an error, a notice) is kept in
 session state for that rerun; whether a Retry is needed comes from the stored state itself.
+A turn's error was logged by the turn (core/chat.py); this page only shows it.
 """
 from __future__ import annotations
+
+import logging
 
 import streamlit as st
 
@@ -15,6 +18,8 @@ from ui.messages import AVATARS, render_message
 from ui.nav import Selection
 from ui.services import get_service
 
+# Streamlit runs a page as __main__, so the logger is named for the module it is.
+log = logging.getLogger("ui.views.chat")
 PLACEHOLDER = "Message Burrow…"
 _LAST = "chat_last_turn"  # {"key", "outcome", "error", "notice", "prompt"} of the latest turn
 _ACTION = "chat_action"  # (kind, partition key, app id, text) requested by Retry / Continue / Send again
@@ -72,7 +77,8 @@ def header(service: ChatService, selection: Selection, view: ConversationView) -
 def send(service: ChatService, selection: Selection, view: ConversationView, prompt: str) -> None:
     try:
         turn = service.send(selection.partition_key, prompt, selection.app_id, expected_messages=len(view.messages))
-    except InputError as exc:
+    except InputError as exc:  # the user's to fix, not Burrow's trouble: INFO, without the message itself
+        log.info("Message not sent on conversation %s: %s", selection.partition_key, exc)
         st.warning(str(exc), icon=":material/edit_note:")
         if prompt.strip():  # the input box is cleared on send: keep the text within reach
             with st.expander("Your message, to copy and shorten"):
