@@ -443,3 +443,41 @@ def test_applications_with_partition_key_none_save_resume_and_fork(persister, fr
     assert_steps(store, None, "fork", [1], ["answer"])
     assert store.list_app_ids(None) == ["fork", "app"]
     assert store.list_app_ids("pk") == []
+
+
+@action(reads=["chat_history"], writes=["chat_history"])
+def revise(state: State) -> State:
+    """Edits the last message in place (as streaming code is tempted to) and writes the list back."""
+    messages = state["chat_history"]
+    messages[-1]["content"] += " (revised)"
+    return state.update(chat_history=messages)
+
+
+def _revising_app(store, app_id: str):
+    return (ApplicationBuilder().with_actions(ask=ask, revise=revise).with_transitions(("ask", "revise"))
+            .initialize_from(store, resume_at_next_action=True, default_state=DEFAULT_STATE, default_entrypoint="ask")
+            .with_state_persister(store).with_identifiers(app_id=app_id, partition_key="pk").build())
+
+
+@pytest.mark.parametrize("objects", ["the app's own", "loaded"])
+def test_an_action_that_edits_a_message_in_place_is_saved_or_refused_never_lost(persister, fresh, objects):
+    """The in-place edit Burr cannot see: the message object the previous step saved is changed and
+    the same list written back, by the application that made it, or by one resumed from the
+    database (whose messages are loaded objects). Either the edit is refused at the point of change
+    (TypeError: the object is shared with the storage) or the step saved holds it; it may never be
+    silently dropped."""
+    app = _revising_app(persister, "app")
+    run_steps(app, 1)
+    if objects == "loaded":
+        app = _revising_app(fresh(), "app")
+        assert app.get_next_action().name == "revise"
+    try:
+        app.step()
+    except TypeError:
+        assert fresh().load("pk", "app", 1)["status"] == "failed"
+    else:
+        for store in (persister, fresh()):
+            assert store.load("pk", "app", 1)["state"]["chat_history"] == [
+                {"role": "user", "content": "question 1 (revised)"}]
+    for store in (persister, fresh()):
+        assert store.load("pk", "app", 0)["state"]["chat_history"] == history(1)
