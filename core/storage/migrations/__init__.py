@@ -18,8 +18,11 @@ written by a newer Burrow: it is refused with `SchemaVersionError` before anythi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -35,8 +38,12 @@ VERSION_TABLE = "burrow_alembic_version"
 LEGACY_TABLE = "burrow_migrations"
 LEGACY_REVISIONS = {1: "0001", 2: "0002", 3: "0003"}  # burrow_migrations version -> the same schema here
 ADVISORY_LOCK_KEY = 0x62757272  # "burr"; any constant shared by every Burrow process
+# Alembic keeps `context` and `op` in module globals, so one process runs one Alembic command at a
+# time (two threads upgrading two databases would otherwise see each other's). Re-entrant, so that
+# greenlets sharing a thread (the async persister) can never deadlock on it.
+_ALEMBIC = threading.RLock()
 
-__all__ = ["HEAD", "LATEST", "applied_versions", "apply_migrations", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "schema_status", "upgrade"]
+__all__ = ["HEAD", "LATEST", "applied_versions", "apply_migrations", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "schema_status", "stamp_legacy", "upgrade"]
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None,
@@ -117,23 +124,45 @@ def is_current(conn: Connection) -> bool:
     return schema_status(conn).current
 
 
+@contextlib.contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """One write transaction that every other Burrow process's schema work waits for."""
+    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():  # SQLite: BEGIN IMMEDIATE
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        yield conn
+
+
+def _stamp_legacy(config: Config, status: SchemaStatus) -> None:
+    if status.revision is not None and not status.stamped:
+        command.stamp(config, status.revision)  # a pre-Alembic database: record where it is, touch no row
+
+
 def upgrade(engine: Engine) -> list[str]:
     """Brings the database to head in one locked transaction; returns the revisions that ran.
 
     The version is read after taking the lock, so a process that waited sees what the one before
     it did and runs nothing. A newer database is refused before anything is written.
     """
-    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    with _locked(engine) as conn:
         status = schema_status(conn)
         if status.current:
             return []
         config = alembic_config(connection=conn)
-        if status.revision is not None and not status.stamped:
-            command.stamp(config, status.revision)  # a pre-Alembic database: record where it is, touch no row
-        command.upgrade(config, "head")
+        with _ALEMBIC:
+            _stamp_legacy(config, status)
+            command.upgrade(config, "head")
         return list(config.attributes.get("applied", []))
+
+
+def stamp_legacy(engine: Engine) -> str | None:
+    """Records a pre-Alembic database's revision in the version table, changing nothing else, so the
+    SQL of the rest of its upgrade can be printed (`sql --from`) and reviewed. Returns the revision."""
+    with _locked(engine) as conn:
+        status = schema_status(conn)
+        with _ALEMBIC:
+            _stamp_legacy(alembic_config(connection=conn), status)
+        return status.revision
 
 
 def print_sql(url: str, start: str | None = None, end: str = "head", output: TextIO | None = None) -> None:
@@ -142,7 +171,8 @@ def print_sql(url: str, start: str | None = None, end: str = "head", output: Tex
     for revision in (start, end):
         if revision not in (None, "head") and revision not in _known():
             raise SchemaVersionError(f"unknown schema revision {revision!r}; this release knows {sorted(_known())}")
-    command.upgrade(alembic_config(url=url, output=output), f"{start}:{end}" if start else end, sql=True)
+    with _ALEMBIC:
+        command.upgrade(alembic_config(url=url, output=output), f"{start}:{end}" if start else end, sql=True)
 
 
 # ---- the names core/storage/async_persister.py still imports (same meaning, in revisions) ------------

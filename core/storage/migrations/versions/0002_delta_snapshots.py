@@ -11,7 +11,7 @@ v2 encoding are copied here (list chunks as JSON *text*, manifest list entries
 Burrow's codec never changes what this revision writes. 0003 then turns the text chunks into bytes.
 
 The conversion needs Python: in offline (SQL-printing) mode this revision prints a comment saying
-so and, on PostgreSQL, a check that stops the script before it would drop unconverted v1 rows.
+so, and statements that stop the script before it would drop unconverted v1 rows.
 """
 from __future__ import annotations
 
@@ -37,12 +37,14 @@ LZ4_TOAST = """DO $$ BEGIN
     EXECUTE 'ALTER TABLE burrow_list_items ALTER COLUMN data SET COMPRESSION lz4';
   END IF;
 END $$"""
-V1_NOT_EMPTY = """DO $$ BEGIN
-  IF EXISTS (SELECT 1 FROM burrow_snapshots_v1) THEN
-    RAISE EXCEPTION 'burrow_snapshots_v1 holds version-1 snapshots, which only the online upgrade converts. '
-      'Run python -m core.storage.migrations upgrade (or start Burrow) instead of this script.';
-  END IF;
-END $$"""
+# Offline, a script must stop rather than drop v1 rows it cannot convert: inserting 1 (there are v1
+# rows) into this table breaks its CHECK, in plain SQL on any database, and the script rolls back.
+V1_GUARD = (
+    "CREATE TABLE burrow_v1_guard (v1_rows INTEGER CONSTRAINT burrow_v1_snapshots_need_the_online_upgrade "
+    "CHECK (v1_rows = 0))",
+    "INSERT INTO burrow_v1_guard SELECT count(*) FROM (SELECT 1 FROM burrow_snapshots_v1 LIMIT 1) AS v1",
+    "DROP TABLE burrow_v1_guard",
+)
 
 
 def upgrade() -> None:
@@ -114,9 +116,10 @@ def _create_v2_tables() -> dict[str, sa.Table]:
 def _offline_note() -> None:
     op.get_context().impl.static_output(
         "-- 0002: converting version-1 snapshots into delta rows needs Python and is not in this script.\n"
-        "-- On a database that holds v1 snapshots run `python -m core.storage.migrations upgrade` instead.")
-    if op.get_context().dialect.name == "postgresql":
-        op.execute(V1_NOT_EMPTY)
+        "-- On a database that holds v1 snapshots run `python -m core.storage.migrations upgrade` instead;\n"
+        "-- the next statements stop this script there (CHECK burrow_v1_snapshots_need_the_online_upgrade).")
+    for statement in V1_GUARD:
+        op.execute(statement)
 
 
 # ---- the conversion ---------------------------------------------------------------------------
