@@ -110,7 +110,8 @@ mutations = st.one_of(
     st.tuples(st.just("remove_at"), picks),
     st.tuples(st.just("reorder"), st.sampled_from(["reverse", "rotate", "swap"]), picks, picks),
     st.tuples(st.just("replace"), picks, messages, bools),
-    st.tuples(st.just("edit_message"), picks, st.sampled_from(["content", "role", "extra"]), texts),
+    st.tuples(st.just("edit_message"), picks, st.sampled_from(["content", "role", "extra"]), st.one_of(texts, texts, scalars)),
+    st.tuples(st.just("retype"), picks, picks),
     st.tuples(st.just("edit_nested"), picks, st.lists(picks, max_size=4), json_values),
     st.tuples(st.just("big"), keys, texts, st.integers(min_value=20_000, max_value=300_000)),
 )
@@ -439,6 +440,43 @@ def _edit_nested(live: dict, pick: int, path: list[int], value: Any) -> None:
         container.append(plain_copy(value))
 
 
+def _equal_of_another_type(value: Any, choice: int) -> Any:
+    """A value == to `value` of another type (1 -> 1.0 or True, 2**70 -> 2.0**70, ...), or None."""
+    if isinstance(value, bool):
+        return [int(value), float(value)][choice % 2]
+    if isinstance(value, int):
+        options = [bool(value)] if value in (0, 1) else []
+        try:
+            if float(value) == value:
+                options.append(float(value))
+        except OverflowError:
+            pass
+        return options[choice % len(options)] if options else None
+    if isinstance(value, float) and value.is_integer():
+        options = [int(value)] + ([bool(value)] if value in (0.0, 1.0) else [])
+        return options[choice % len(options)]
+    return None
+
+
+def _retype(live: dict, pick: int, choice: int) -> None:
+    """Replaces, in place, a number or boolean the caller already saved with an equal one of another
+    type: `==` cannot see that change, the stored JSON must."""
+    spots: list[tuple[Any, Any]] = []
+
+    def walk(container: Any) -> None:
+        for k, v in list(container.items() if isinstance(container, dict) else enumerate(container)):
+            if isinstance(v, (dict, list)):
+                walk(v)
+            elif _equal_of_another_type(v, choice) is not None:
+                spots.append((container, k))
+
+    walk(live)
+    if spots:
+        container, k = spots[pick % len(spots)]
+        container[k] = _equal_of_another_type(container[k], choice)
+        event("a saved number replaced in place by an equal one of another type")
+
+
 def _big(live: dict, key: str, text: str, size: int) -> None:
     unit = text or "x"
     live[key] = (unit * (size // len(unit) + 1))[:size]
@@ -447,7 +485,7 @@ def _big(live: dict, key: str, text: str, size: int) -> None:
 _MUTATIONS = {
     "set": _set, "del": _del, "append": _append, "append_many": _append_many, "shrink": _shrink,
     "remove_at": _remove_at, "reorder": _reorder, "replace": _replace, "edit_message": _edit_message,
-    "edit_nested": _edit_nested, "big": _big,
+    "edit_nested": _edit_nested, "retype": _retype, "big": _big,
 }
 
 
@@ -467,15 +505,23 @@ def run_script(db_url: str, first: dict, ops: list[tuple]) -> None:
         script.close()
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(first=first_states, ops=st.lists(operations, max_size=10))
+@given(first=first_states, ops=st.lists(operations, max_size=12))
 # The in-place bug: a message saved, then its content changed in the caller's own dict, then saved
 # again with one more message. The second snapshot kept the old content (the persister reused the
 # first save's serialized item because it was the same object).
 @example(first={"chat_history": [{"role": "user", "content": "original"}]},
          ops=[("save", 0, [("edit_message", 0, "content", "edited in place"),
                            ("append", [{"role": "assistant", "content": "reply"}], True)], "completed", "ai_response")])
+# Value comparison must see types: a saved 0 replaced in place by False (0 == False) must be stored.
+# Caught a deliberately naive version of the in-place fix that compared list items with == alone.
+@example(first={"chat_history": [{"role": "user", "content": "", "n": 0}]},
+         ops=[("save", 0, [("set", "0", {}), ("retype", 0, 0)], "completed", "human_input")])
+# Editing a message returned by load: the persister's list cache shared that very dict, so the edit
+# also changed what later loads of the earlier step returned (before loaded items were read-only).
+@example(first={"chat_history": [{"role": "user", "content": "a"}]},
+         ops=[("reload_live", 0, False), ("save", 0, [("edit_message", 0, "content", "b")], "completed", "ai_response")])
 def test_every_saved_step_loads_back_exactly(db_url, first, ops):
     run_script(db_url, first, ops)
 
