@@ -20,12 +20,14 @@ from core.app import build_application
 from core.errors import SchemaVersionError, SnapshotConflictError
 from core.storage import ConversationStore, SQLAlchemyPersister
 from core.storage.engine import create_burrow_engine
-from core.storage.migrations import HEAD, LEGACY_TABLE, VERSION_TABLE, upgrade
+from core.storage.migrations import HEAD, LEGACY_TABLE, VERSION_TABLE, revisions, stamp_legacy, upgrade
 from core.storage.schema import Base
 from tests.persistence.test_migrations_legacy import Saved, build_release_database, create_release_schema
 from tests.persistence.test_storage_format import ScriptedModel, exact, run_turns, stored_payload
 
-RAN_FROM = {None: ["0001", "0002", "0003"], 1: ["0002", "0003"], 2: ["0003"], 3: []}
+REVISIONS = list(revisions())  # what an upgrade runs: everything after where the database is
+FUTURE = f"{int(HEAD) + 1:04d}"
+RAN_FROM = {None: REVISIONS, **{v: REVISIONS[REVISIONS.index(f"{v:04d}") + 1:] for v in (1, 2, 3)}}
 
 
 @pytest.fixture
@@ -49,11 +51,18 @@ def schema_differences(engine: Engine) -> list[Any]:
         return compare_metadata(context, Base.metadata)
 
 
-def everything(engine: Engine) -> dict[str, list]:
-    """Every row of every table, ids included: to see that something did not change."""
+def columns_of(engine: Engine) -> dict[str, list[str]]:
     with engine.connect() as conn:
-        names = sorted(inspect(conn).get_table_names())
-        return {name: sorted(map(repr, conn.execute(text(f"SELECT * FROM {name}")).all())) for name in names}
+        return {name: [c["name"] for c in inspect(conn).get_columns(name)] for name in inspect(conn).get_table_names()}
+
+
+def everything(engine: Engine, only: dict[str, list[str]] | None = None) -> dict[str, list]:
+    """Every row of every table (or of the tables and columns in `only`), ids included: to see that
+    something did not change."""
+    found = only or columns_of(engine)
+    with engine.connect() as conn:
+        return {name: sorted(map(repr, conn.execute(text(f"SELECT {', '.join(columns)} FROM {name}")).all()))
+                for name, columns in sorted(found.items())}
 
 
 def listing(engine: Engine) -> list[tuple]:
@@ -154,11 +163,14 @@ class _Recording(SQLAlchemyPersister):
 
 def test_a_v3_database_is_stamped_not_rebuilt(engine, db_url):
     saved = build_release_database(engine, 3, turns=25)
+    released = columns_of(engine)
     rows = everything(engine)
-    assert upgrade(engine) == []
+    assert stamp_legacy(engine) == "0003"
     after = everything(engine)
-    assert after.pop(VERSION_TABLE) == [repr((HEAD,))]
+    assert after.pop(VERSION_TABLE) == [repr(("0003",))]
     assert after == rows  # every row, id and byte as the v3 release left it; burrow_migrations included
+    assert upgrade(engine) == RAN_FROM[3]  # and later revisions (if any) keep them too
+    assert everything(engine, released) == rows
     assert_every_step_loads_exactly(db_url, saved)
 
 
@@ -203,10 +215,11 @@ def test_servers_starting_at_once_upgrade_once(db_url, version):
 
 
 def newer_alembic_database(engine: Engine) -> None:
-    """A database a future Burrow wrote: its revision 0005 and a table this release never heard of."""
+    """A database a future Burrow wrote: the revision after this release's head, and a table this
+    release never heard of."""
     upgrade(engine)
     with engine.begin() as conn:
-        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0005'"))
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '{FUTURE}'"))
         conn.execute(text("CREATE TABLE burrow_future (id INTEGER PRIMARY KEY)"))
 
 
@@ -218,7 +231,8 @@ def newer_legacy_database(engine: Engine) -> None:
                           "VALUES (4, 'from the future', CURRENT_TIMESTAMP)"))
 
 
-@pytest.mark.parametrize("make, found", [(newer_alembic_database, "0005"), (newer_legacy_database, "0004")],
+@pytest.mark.parametrize("make, found", [(newer_alembic_database, FUTURE),
+                                         (newer_legacy_database, "version 4 in burrow_migrations")],
                          ids=["alembic", "legacy"])
 def test_a_database_from_a_newer_burrow_is_refused_and_left_untouched(engine, make, found):
     make(engine)

@@ -15,8 +15,8 @@ from core.app import build_application
 from core.storage import ConversationStore, SQLAlchemyPersister
 from core.storage.engine import create_burrow_engine
 from core.storage.migrations import HEAD, print_sql, stamp_legacy, upgrade
-from tests.persistence.test_migrations import (assert_every_step_loads_exactly, everything, lz4_as_expected,
-                                               revision_of, schema_differences)
+from tests.persistence.test_migrations import (RAN_FROM, assert_every_step_loads_exactly, everything,
+                                               lz4_as_expected, revision_of, schema_differences)
 from tests.persistence.test_migrations_legacy import build_release_database
 from tests.persistence.test_storage_format import ScriptedModel, run_turns, stored_payload
 
@@ -71,7 +71,7 @@ def test_the_sql_command_prints_the_postgresql_upgrade_without_connecting():
     assert "secret" not in script
 
     later = cli("sql", "--from", "0002", "--url", NO_SERVER)
-    assert later.returncode == 0 and "TYPE bytea" in later.stdout and "CREATE TABLE" not in later.stdout
+    assert later.returncode == 0 and "TYPE bytea" in later.stdout and "CREATE TABLE burrow_apps" not in later.stdout
     unknown = cli("sql", "--from", "0009", "--url", NO_SERVER)
     assert unknown.returncode == 2 and "unknown schema revision '0009'" in unknown.stderr
 
@@ -79,7 +79,7 @@ def test_the_sql_command_prints_the_postgresql_upgrade_without_connecting():
 def test_the_current_command_reads_a_database(tmp_path):
     url = f"sqlite:///{tmp_path}/burrow.db"
     assert cli("current", "--url", url).stdout.strip() == "blank (no Burrow tables yet)"
-    assert cli("upgrade", "--url", url).stdout.strip() == f"ran 0001, 0002, 0003; now at {HEAD}"
+    assert cli("upgrade", "--url", url).stdout.strip() == f"ran {', '.join(RAN_FROM[None])}; now at {HEAD}"
     assert cli("current", "--url", url).stdout.strip() == f"{HEAD} (head)"
 
 
@@ -111,5 +111,5 @@ def test_the_printed_script_stops_before_dropping_v1_snapshots(engine, db_url):
     with pytest.raises(Exception, match="burrow_v1_snapshots_need_the_online_upgrade"):
         run_script(engine, script_for(db_url, "0001"))
     assert everything(engine) == rows  # the v1 snapshots are still there, nothing half-done
-    assert upgrade(engine) == ["0002", "0003"]  # and the online upgrade converts them
+    assert upgrade(engine) == RAN_FROM[1]  # and the online upgrade converts them
     assert_every_step_loads_exactly(db_url, saved)

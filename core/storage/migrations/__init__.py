@@ -43,7 +43,7 @@ ADVISORY_LOCK_KEY = 0x62757272  # "burr"; any constant shared by every Burrow pr
 # greenlets sharing a thread (the async persister) can never deadlock on it.
 _ALEMBIC = threading.RLock()
 
-__all__ = ["HEAD", "LATEST", "applied_versions", "apply_migrations", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "schema_status", "stamp_legacy", "upgrade"]
+__all__ = ["HEAD", "LATEST", "applied_versions", "apply_migrations", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "revisions", "schema_status", "stamp_legacy", "upgrade"]
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None,
@@ -68,8 +68,13 @@ def head() -> str:
 
 
 @functools.cache
+def revisions() -> tuple[str, ...]:
+    """Every revision this release knows, oldest first."""
+    return tuple(reversed([script.revision for script in _scripts().walk_revisions()]))
+
+
 def _known() -> frozenset[str]:
-    return frozenset(script.revision for script in _scripts().walk_revisions())
+    return frozenset(revisions())
 
 
 HEAD = head()
@@ -114,8 +119,8 @@ def _legacy_revision(conn: Connection) -> str | None:
     version = conn.execute(text(f"SELECT max(version) FROM {LEGACY_TABLE}")).scalar()
     if version is None:
         return None
-    if version not in LEGACY_REVISIONS:
-        raise newer_database(f"{version:04d}")
+    if version not in LEGACY_REVISIONS:  # no release after 3 wrote there: a newer (or foreign) Burrow did
+        raise newer_database(f"version {version} in {LEGACY_TABLE}")
     return LEGACY_REVISIONS[version]
 
 
