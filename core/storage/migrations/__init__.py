@@ -43,7 +43,8 @@ ADVISORY_LOCK_KEY = 0x62757272  # "burr"; any constant shared by every Burrow pr
 # greenlets sharing a thread (the async persister) can never deadlock on it.
 _ALEMBIC = threading.RLock()
 
-__all__ = ["HEAD", "LATEST", "applied_versions", "apply_migrations", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "revisions", "schema_status", "stamp_legacy", "upgrade"]
+__all__ = ["HEAD", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "revisions", "schema_status",
+           "stamp_legacy", "upgrade", "LATEST", "applied_versions", "apply_migrations"]
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None,
@@ -105,14 +106,14 @@ def schema_status(conn: Connection) -> SchemaStatus:
     legacy = _legacy_revision(conn) if LEGACY_TABLE in tables else None
     if VERSION_TABLE not in tables:
         return SchemaStatus(legacy, stamped=False)
-    revisions = list(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
-    for revision in revisions:
+    found = list(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    for revision in found:
         if revision not in _known():
             raise newer_database(revision)
-    if len(revisions) > 1:  # Burrow's history is one line; several heads mean someone else's revisions
-        raise StorageError(f"{VERSION_TABLE} holds several revisions ({', '.join(sorted(revisions))}); "
+    if len(found) > 1:  # Burrow's history is one line; several heads mean someone else's revisions
+        raise StorageError(f"{VERSION_TABLE} holds several revisions ({', '.join(sorted(found))}); "
                            "this is not a database Burrow created")
-    return SchemaStatus(revisions[0] if revisions else None, stamped=True)
+    return SchemaStatus(found[0] if found else None, stamped=True)
 
 
 def _legacy_revision(conn: Connection) -> str | None:
