@@ -70,7 +70,9 @@ burr_pickle.register_type_to_pickle(Pickled)
 
 # ---- strategies -----------------------------------------------------------------------------------
 KEY_CHARS = st.characters(categories=["L", "N"], include_characters="_-. ")
-keys = st.text(KEY_CHARS, min_size=1, max_size=10).filter(lambda k: k != "chat_history")
+# Also the key Burrow's storage uses for bytes, so user data shaped like its stored form is tried.
+# (Not Burr's own "__burr_serde__": a dict holding it is a serde object to Burr itself.)
+keys = st.text(KEY_CHARS, min_size=1, max_size=10).filter(lambda k: k != "chat_history") | st.just("__burrow_bytes__")
 # All of Unicode: NUL and the other control characters, and lone surrogates (broken Unicode).
 texts = st.text(st.characters(exclude_categories=()), max_size=12) | st.sampled_from(
     ["", "héllo 🦫 日本語", "it's \"quoted\" \\ back\nslash", "\ud83d half emoji", "\x00nul", "1234567890123456789012"])
@@ -522,6 +524,10 @@ def run_script(db_url: str, first: dict, ops: list[tuple]) -> None:
 # also changed what later loads of the earlier step returned (before loaded items were read-only).
 @example(first={"chat_history": [{"role": "user", "content": "a"}]},
          ops=[("reload_live", 0, False), ("save", 0, [("edit_message", 0, "content", "b")], "completed", "ai_response")])
+# User data shaped like the storage's own encoding of bytes ({"__burrow_bytes__": base64}): it came
+# back as bytes, or made the load fail (not base64, not ASCII). Found with Burr pickle serde support.
+@example(first={"chat_history": [{"__burrow_bytes__": ""}]}, ops=[])
+@example(first={"chat_history": [{"__burrow_bytes__": "\x80"}], "note": {"__burrow_bytes__": "0"}}, ops=[])
 def test_every_saved_step_loads_back_exactly(db_url, first, ops):
     run_script(db_url, first, ops)
 
@@ -549,3 +555,16 @@ def test_pydantic_items_of_a_list_stay_models_on_every_load(make_persister):
 def test_a_chat_history_that_is_not_a_list_round_trips(persister, value):
     persister.save("c", "a", 0, "human_input", State({"chat_history": value}), "completed")
     assert_state_is(persister.load("c", "a")["state"].get_all(), {"chat_history": value}, "latest")
+
+
+@pytest.mark.parametrize("lookalike", [{"__burrow_bytes__": "aGk="}, {"__burrow_bytes__": "not base64!"},
+                                       {"__burrow_bytes__": ""}])
+def test_user_data_shaped_like_stored_bytes_loads_as_itself(make_persister, lookalike):
+    """Values are the caller's: a dict that looks like the storage's own encoding of bytes must load
+    back as that dict (not as bytes, not as an error), small (inline), large, and inside list items."""
+    writer, other = make_persister(), make_persister()
+    state = {"small": dict(lookalike), "large": {**lookalike, "pad": "x" * 500},
+             "chat_history": [dict(lookalike), {"role": "user", "content": "hi", "meta": dict(lookalike)}]}
+    writer.save("c", "a", 0, "human_input", State(state), "completed")
+    for who, store in [("writer", writer), ("writer again", writer), ("fresh", other)]:
+        assert_state_is(store.load("c", "a", 0)["state"].get_all(), state, who)
