@@ -1,4 +1,9 @@
-"""How one chat message looks, on the Chat page and in the History page's "what changed"."""
+"""How one chat message looks, on the Chat page, in a reply still streaming, and in History's "what changed".
+
+One rule for every message text, saved or partial: Markdown renders, raw HTML stays text (never
+`unsafe_allow_html`), and Markdown images become links (`without_remote_images`), so no viewer's
+browser fetches a URL planted in a message, not even for a moment while a reply streams.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -9,16 +14,32 @@ from core.chat import REFUSED, STOPPED
 from core.text import without_remote_images
 
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
+UNANSWERED = (":material/do_not_disturb_on: No reply — this message was not answered. "
+              "Retry or send a new message.")
 
 
-def render_message(message: dict[str, Any]) -> None:
-    """Markdown renders; raw HTML stays text and images become links. Stopped and refused replies say so."""
+def shown_text(text: str | None) -> str:
+    """The Markdown a message's text is shown as: the same for a saved reply and a partial one."""
+    return without_remote_images(text or "")
+
+
+def render_message(message: dict[str, Any], unanswered: bool = False) -> None:
+    """One saved message; stopped and refused replies say so, and so does a question left unanswered."""
     role = message.get("role")
     if role not in AVATARS:
         return  # the system prompt is not part of the conversation shown
     with st.chat_message(role, avatar=AVATARS[role]):
-        st.markdown(without_remote_images(message.get("content") or "") or "*(empty reply)*")
+        st.markdown(shown_text(message.get("content")) or "*(empty reply)*")
         if message.get("status") == STOPPED:
             st.caption(":material/stop_circle: Stopped: the reply was cut off here.")
         elif message.get("status") == REFUSED:
             st.caption(":material/shield: Refused by the safety policy: the model was not asked.")
+        if unanswered and role == "user":
+            st.caption(UNANSWERED)
+
+
+def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = ()) -> None:
+    """A conversation's messages, marking the user messages (by index) that never got a reply."""
+    marked = set(unanswered)
+    for index, message in enumerate(messages):
+        render_message(message, unanswered=index in marked)

@@ -10,8 +10,7 @@ import logging
 
 import streamlit as st
 
-from core.chat import ChatService
-from core.chat import ConversationSummary
+from core.chat import ChatService, ConversationSummary
 from core.text import is_valid_conversation_id
 from ui.format import clip
 
@@ -73,11 +72,11 @@ def current(service: ChatService, create: bool) -> Selection:
     if not is_valid_conversation_id(key):
         return Selection(None, problem=f"“{clip(key, 60)}” is not a valid conversation link. "
                                         "Links look like `?c=` followed by letters and digits.")
-    summary = service.conversations.get(key)
+    summary = service.conversation(key)
     if summary is None and key not in st.session_state.get(_FRESH, set()):
         return Selection(None, problem="This conversation does not exist: it may have been deleted, "
                                        "or the link is incomplete.")
-    if app_id and app_id not in service.persister.list_app_ids(key):
+    if app_id and app_id not in service.branch_ids(key):
         return Selection(key, None, summary, problem="This branch of the conversation does not exist.")
     st.session_state[_CURRENT] = (key, app_id)
     return Selection(key, app_id, summary)

@@ -4,9 +4,14 @@
 is retried on the next rerun, so the app recovers without a restart once the cause is fixed.
 Logging is set up here too, where the settings are read; a start-up error, or a database error a
 page hands to `storage_error`, is logged here, once, as it becomes the page the user sees.
+
+The service owns the replies being written (on its worker threads, not in any page's script run),
+so it is closed when the process ends (Ctrl+C or SIGTERM of `streamlit run`: `atexit`) or when its
+cache entry is dropped (`on_release`): running replies are stopped and saved as stopped, not cut off.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,10 +38,17 @@ def secrets_mapping() -> dict[str, Any]:
         return {}
 
 
-@st.cache_resource(show_spinner="Connecting to the database…")
+def _release(service: ChatService) -> None:
+    atexit.unregister(service.close)
+    service.close()
+
+
+@st.cache_resource(show_spinner="Connecting to the database…", on_release=_release)
 def _service(settings: Settings) -> ChatService:
     configure_logging(settings)  # once per process (per settings): before anything below can log
-    return ChatService.from_settings(settings)
+    service = ChatService.from_settings(settings)
+    atexit.register(service.close)
+    return service
 
 
 def get_service() -> ChatService:

@@ -1,4 +1,9 @@
-"""The conversation sidebar shared by every page: new chat, search, the list, rename and delete."""
+"""The conversation sidebar shared by every page: new chat, search, the list, rename and delete.
+
+A conversation writing a reply right now (in this process or on another server) is marked in its
+row. While one is, a small fragment looks again every few seconds and redraws the page when that
+changes, so a reply that finishes in the background is not left marked.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +17,8 @@ from ui.format import clip, escape_markdown, relative_time
 
 STYLE = Path(__file__).with_name("style.css")
 PAGE_SIZE = 20
+REPLY_POLL = 2  # seconds between looks at which listed conversations are still replying
+REPLYING = ":material/hourglass_top: replying…"
 _SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
 _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
 
@@ -25,13 +32,26 @@ def render(service: ChatService, current_key: str | None) -> None:
         search = st.text_input("Search conversations", key="sidebar_search", placeholder="Title contains…",
                                on_change=_reset_paging)
         shown = st.session_state.get(_SHOWN, PAGE_SIZE)
-        items = service.conversations.list(search=search, limit=shown + 1)
+        items = service.conversations(search=search, limit=shown + 1)
         _caption(items, search)
+        keys = [item.partition_key for item in items[:shown]]
+        replying = service.replying(keys) if keys else set()
         for item in items[:shown]:
-            _row(item, item.partition_key == current_key)
+            _row(item, item.partition_key == current_key, item.partition_key in replying)
         if len(items) > shown:
             st.button("Show more", icon=":material/expand_more:", on_click=_show_more, width="stretch")
+        if replying:
+            st.fragment(_watch_replies, run_every=REPLY_POLL)(service, keys, replying)
     _open_dialog(service)
+
+
+def _watch_replies(service: ChatService, keys: list[str], replying: set[str]) -> None:
+    """Runs every REPLY_POLL seconds while a listed conversation replies; redraws the page when that changes.
+
+    A timed fragment run never interrupts a page that is following a reply: Streamlit queues it.
+    """
+    if service.replying(keys) != replying:
+        st.rerun()
 
 
 def _caption(items: list[ConversationSummary], search: str) -> None:
@@ -44,14 +64,19 @@ def _caption(items: list[ConversationSummary], search: str) -> None:
         st.caption("Recent conversations")
 
 
-def _row(item: ConversationSummary, is_current: bool) -> None:
-    """One conversation: a button to open it, and a menu to rename or delete it."""
+def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
+    """One conversation: a button to open it (marked while it replies), and a menu to rename or delete it."""
     row = "conv_row_current" if is_current else f"conv_row_{item.partition_key}"
-    with st.container(horizontal=True, key=row, vertical_alignment="center", gap="small"):
-        label = f"{escape_markdown(clip(item.title, 30))}  \n:small[:gray[{relative_time(item.updated_at)}]]"
+    when = f":small[:gray[{relative_time(item.updated_at)}]]"
+    if replying:
+        when += f" :small[:orange[{REPLYING}]]"
+    with st.container(horizontal=True, key=row + ("_replying" if replying else ""), vertical_alignment="center",
+                      gap="small"):
+        label = f"{escape_markdown(clip(item.title, 30))}  \n{when}"
         st.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
                   width="stretch", on_click=nav.select, args=(item.partition_key,),
-                  help=f"{clip(item.title, 200)} · {item.message_count} messages")
+                  help=f"{clip(item.title, 200)} · {item.message_count} messages"
+                       + (" · writing a reply now" if replying else ""))
         with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete"):
             st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
                       on_click=_ask, args=("rename", item.partition_key, item.title))
@@ -90,7 +115,7 @@ def _rename_dialog(service: ChatService, partition_key: str, title: str) -> None
     st.caption("Leave it empty to name the conversation after its first message again.")
     save, cancel = st.columns(2)
     if save.button("Save", key="rename_save", type="primary", width="stretch"):
-        service.conversations.rename(partition_key, new_title)
+        service.rename(partition_key, new_title)
         _close()
         st.rerun()
     if cancel.button("Cancel", width="stretch"):
@@ -104,7 +129,7 @@ def _delete_dialog(service: ChatService, partition_key: str, title: str) -> None
                 "This cannot be undone.")
     confirm, cancel = st.columns(2)
     if confirm.button("Delete", key="delete_confirm", type="primary", icon=":material/delete:", width="stretch"):
-        service.conversations.delete(partition_key)
+        service.delete(partition_key)
         _close()
         nav.forget(partition_key)
         if st.query_params.get("c") == partition_key:

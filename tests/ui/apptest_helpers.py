@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from streamlit.testing.v1 import AppTest
 
@@ -32,3 +33,38 @@ def ok(at: AppTest) -> AppTest:
     """Asserts the run raised nothing (an exception element would mean a traceback on the page)."""
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def run_for(at: AppTest, seconds: float, after=None) -> AppTest:  # noqa: ANN001
+    """Runs the page for `seconds` (counted from when `after()` first returns something truthy, if
+    given), then ends that script run the way a click, a reload or a closed tab does (Streamlit's
+    stop request, honoured at the page's next Streamlit call), and keeps what the page showed at
+    that moment: e.g. a reply still streaming, with its Stop button."""
+    import streamlit.testing.v1.local_script_runner as runner_module
+
+    def cut_short(runner, timeout: float = 3) -> None:  # noqa: ANN001 - a LocalScriptRunner
+        if after is not None:
+            wait_for(lambda: after() or runner.script_stopped(), timeout=20, what="the page to get going")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not runner.script_stopped():
+            time.sleep(0.01)
+        if not runner.script_stopped():
+            runner.request_stop()
+
+    original = runner_module.require_widgets_deltas
+    runner_module.require_widgets_deltas = cut_short
+    try:
+        return at.run()
+    finally:
+        runner_module.require_widgets_deltas = original
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "the condition"):  # noqa: ANN001, ANN201
+    """Polls `condition()` until it returns something truthy (returned), or fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

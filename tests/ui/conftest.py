@@ -1,7 +1,11 @@
 """AppTest fixtures: the real app script on a SQLite file of its own, talking to the fake OpenAI server.
 
 `st.cache_resource` lives as long as the test process, so it is cleared around every test: each
-test builds its own `ChatService` from the environment it sets up.
+test builds its own `ChatService` from the environment it sets up (and clearing closes it, so no
+reply of one test runs on into the next).
+
+`service` is a second service on the same database: to the app it is another server (its runs
+are "replying elsewhere"). `persister` writes and reads stored steps directly, to seed and check.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.chat import ChatService
 from core.settings import Settings
+from core.storage import SQLAlchemyPersister
 
 APP = "../../ui/Home.py"  # AppTest resolves it relative to this folder
 TIMEOUT = 30
@@ -57,22 +62,30 @@ def app(make_app: Callable[..., AppTest]) -> AppTest:
 
 @pytest.fixture
 def service(app_env: Path) -> Iterator[ChatService]:
-    """The same core the app uses, on the same database, to seed and check data directly."""
+    """The same core the app uses, on the same database: another server, as far as the app can tell."""
     svc = ChatService.from_settings(Settings.load())
     yield svc
-    svc.persister.engine.dispose()
+    svc.close()
 
 
 @pytest.fixture
-def seed(service: ChatService) -> Callable[..., str]:
+def persister(service: ChatService) -> Iterator[SQLAlchemyPersister]:
+    """Stored steps, written and read directly (the schema is the service's)."""
+    store = SQLAlchemyPersister.from_url(Settings.load().database_url, list_cache_bytes=0)
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def seed(persister: SQLAlchemyPersister) -> Callable[..., str]:
     """Stores a conversation whose first message is `title` (optionally with `steps` snapshots)."""
 
-    def make(title: str, steps: int = 1) -> str:
-        key = service.new_conversation_id()
+    def make(title: str, steps: int = 1, status: str = "completed") -> str:
+        key = ChatService.new_conversation_id()
         history = [{"role": "user", "content": title}]
         for seq in range(steps):
             state = State({"chat_history": history, "prompt": title, "__SEQUENCE_ID": seq})
-            service.persister.save(key, f"app-{key}", seq, "human_input", state, "completed")
+            persister.save(key, f"app-{key}", seq, "human_input", state, status)
         return key
 
     return make

@@ -39,6 +39,11 @@ def test_a_failed_step_is_marked_failed(app, llm_server):
     table = at.dataframe[0].value
     assert list(table["Status"])[-1] == "failed"
     assert list(table["Action"])[-1] == "ai_response"
+    assert "model server failed (500)" in list(table["Error"])[-1]  # the reason saved with the step
+    assert set(table["Error"][:-1]) == {""}
+    assert "This step failed: The model server failed (500)" in at.error[0].value  # the latest step is selected
+    at = _pick(at, 1)
+    assert not at.error
 
 
 def test_selecting_a_step_shows_what_changed_and_the_state(app):
@@ -94,11 +99,11 @@ def test_choosing_the_original_branch_shows_it_in_chat(app, service):
     assert len(messages(at)) == 4
 
 
-def test_a_long_branch_is_paged_fifty_rows_at_a_time(make_app, service):
+def test_a_long_branch_is_paged_fifty_rows_at_a_time(make_app, service, persister):
     key, app_id = service.new_conversation_id(), "long-branch"
     for seq in range(120):
         state = State({"chat_history": [{"role": "user", "content": "long"}], "__SEQUENCE_ID": seq, "n": seq})
-        service.persister.save(key, app_id, seq, "human_input", state, "completed")
+        persister.save(key, app_id, seq, "human_input", state, "completed")
     at = make_app(c=key)
     at = _history(at)
     assert len(at.dataframe[0].value) == 50

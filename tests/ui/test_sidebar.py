@@ -36,7 +36,7 @@ def test_rename_changes_the_title_everywhere(app, seed, service):
     ok(app.text_input(key=f"rename_input_{key}").set_value("Trip to Lisbon").run())
     ok(app.button(key="rename_save").click().run())
     assert sidebar_titles(app) == ["Trip to Lisbon"]
-    assert service.conversations.get(key).title == "Trip to Lisbon"
+    assert service.conversation(key).title == "Trip to Lisbon"
 
 
 def test_delete_asks_first_and_cancel_keeps_it(app, seed, service):
@@ -45,17 +45,17 @@ def test_delete_asks_first_and_cancel_keeps_it(app, seed, service):
     ok(app.sidebar.button(key=f"delete_{key}").click().run())
     assert any("cannot be undone" in m.value for m in app.markdown)
     ok(button(app, "Cancel").click().run())
-    assert service.conversations.get(key) is not None
+    assert service.conversation(key) is not None
     assert not any("cannot be undone" in m.value for m in app.markdown)
 
 
-def test_deleting_the_open_conversation_removes_it_and_starts_a_new_chat(make_app, seed, service):
+def test_deleting_the_open_conversation_removes_it_and_starts_a_new_chat(make_app, seed, service, persister):
     key, other = seed("delete me"), seed("other")
     at = ok(make_app(c=key).run())
     ok(at.sidebar.button(key=f"delete_{key}").click().run())
     ok(at.button(key="delete_confirm").click().run())
-    assert service.conversations.get(key) is None
-    assert service.persister.load(key, None) is None
+    assert service.conversation(key) is None
+    assert persister.load(key, None) is None
     assert sidebar_titles(at) == ["other"]
     assert at.query_params["c"] not in (key, other)
     assert messages(at) == []

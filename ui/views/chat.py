@@ -1,9 +1,12 @@
-"""Chat page: the selected conversation's messages from persisted Burr state, and one turn per message.
+"""Chat page: a conversation's saved messages, and its reply, live, whichever tab or rerun started it.
 
-A turn streams into the page (`st.write_stream` over `Turn`), then the page reruns so everything
-shown comes from the database again. What a turn leaves to say (an error, a notice) is kept in
-session state for that rerun; whether a Retry is needed comes from the stored state itself.
-A turn's error was logged by the turn (core/chat.py); this page only shows it.
+Sending starts a run in the service (core/runs.py) and the page attaches to it (ui/live.py): the
+user's message at once, then the reply as it streams, then a rerun so everything shown comes from
+the database. Any rerun (a click, a search, another conversation, History, a reload, a closed tab)
+only ends this page's watching; the run goes on and saves its reply, and a page that opens the
+conversation meanwhile, in this tab or another, attaches to it again. Only Stop stops it.
+What a run leaves to say that is not saved with the conversation (a notice; the error of a message
+that could not be saved) is read from the run itself, which this session remembers by id.
 """
 from __future__ import annotations
 
@@ -11,18 +14,21 @@ import logging
 
 import streamlit as st
 
-from core.chat import ChatService, ConversationView, InputError, Turn
-from ui import nav, sidebar
+from core.chat import BusyError, ChatService, ConversationView, EventKind, InputError, Run, TurnOutcome
+from ui import live, nav, sidebar
 from ui.format import clip, escape_markdown, short_id
-from ui.messages import AVATARS, render_message
+from ui.messages import render_messages
 from ui.nav import Selection
 from ui.services import get_service
 
 # Streamlit runs a page as __main__, so the logger is named for the module it is.
 log = logging.getLogger("ui.views.chat")
 PLACEHOLDER = "Message Burrow…"
-_LAST = "chat_last_turn"  # {"key", "outcome", "error", "notice", "prompt"} of the latest turn
-_ACTION = "chat_action"  # (kind, partition key, app id, text) requested by Retry / Continue / Send again
+ELSEWHERE = "A reply is being written on another server…"
+_SENT = "chat_sent"  # {"key", "run", "prompt"}: the latest run this session started
+_ACTION = "chat_action"  # (kind, partition key, app id, text): Retry / Continue / Send, from a callback
+_DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be sent, to edit and send again
+_DRAFT_BOX = "chat_draft_text"  # the text area showing that draft
 
 
 def main() -> None:
@@ -31,31 +37,31 @@ def main() -> None:
     sidebar.render(service, selection.partition_key)
     if selection.problem:
         nav.show_problem(service, selection)
-    _wait_for_running_turn(service, selection.partition_key)
-    view = service.open(selection.partition_key, selection.app_id)
-    header(service, selection, view)
-    for message in view.messages:
-        render_message(message)
     prompt = st.chat_input(PLACEHOLDER)
-    action = st.session_state.pop(_ACTION, None)
-    if prompt is not None:
-        send(service, selection, view, prompt)
-    elif action is not None and action[1] == selection.partition_key:
-        kind, key, app_id, text = action
-        turn = service.send(key, text, app_id) if kind == "resend" else service.retry(key, app_id)
-        run_turn(turn, selection, text if kind == "resend" else None)
-    status(selection, view)
+    kind, text = _take_action(selection.partition_key)
+    busy = _retry(service, selection) if kind == "retry" else None  # before open(): the view counts it as live
+    message = prompt if prompt is not None else text if kind == "send" else None
+    view = service.open(selection.partition_key, selection.app_id)
+    header(service, selection, view, starting=message is not None)
+    render_messages(view.messages, view.unanswered)
+    replies = [live.place(service, view.run)] if view.run is not None and not view.run.done else []
+    if message is not None:
+        replies += _send(service, selection, view, message)
+    if replies:
+        for reply in replies:  # a second one waits for the first: the service runs them in turn
+            live.follow(reply)
+        nav.select(selection.partition_key, selection.app_id)
+        st.rerun()
+    if busy:
+        st.warning(busy, icon=":material/hourglass_top:")
+    if view.replying_elsewhere:
+        _wait_elsewhere(service, selection.partition_key)
+    else:
+        status(service, selection, view)
+    _draft(selection, view)
 
 
-def _wait_for_running_turn(service: ChatService, partition_key: str, timeout: float = 10.0) -> None:
-    """A click during a reply (Stop, or any other) starts this run while the interrupted one is still
-    saving the partial reply; waiting for the conversation's lock shows that reply, not the state before it."""
-    lock = service.conversation_lock(partition_key)
-    if lock.acquire(timeout=timeout):
-        lock.release()
-
-
-def header(service: ChatService, selection: Selection, view: ConversationView) -> None:
+def header(service: ChatService, selection: Selection, view: ConversationView, starting: bool = False) -> None:
     """Title, the model badge (with how to connect a real model when offline) and the branch."""
     title = selection.summary.title if selection.summary else "New chat"
     st.subheader(escape_markdown(clip(title, 60)), anchor=False)
@@ -68,69 +74,116 @@ def header(service: ChatService, selection: Selection, view: ConversationView) -
                    "`.streamlit/secrets.toml`, then restart Burrow.")
     if selection.app_id and view.app_id:
         st.caption(f"Branch `{short_id(view.app_id)}` · browse or switch branches in History.")
-    if not view.messages:
+    if not view.messages and view.run is None and not starting:
         st.markdown("#### What can I help with?")
         st.caption("Every step of this chat is saved as a Burr state snapshot: browse them in **History**, "
                    "and fork the conversation from any step.")
 
 
-def send(service: ChatService, selection: Selection, view: ConversationView, prompt: str) -> None:
+def _send(service: ChatService, selection: Selection, view: ConversationView, text: str) -> list[live.LiveReply]:
+    """Starts the turn and draws its frame; a message that cannot be sent now is kept as a draft."""
+    key = selection.partition_key
     try:
-        turn = service.send(selection.partition_key, prompt, selection.app_id, expected_messages=len(view.messages))
-    except InputError as exc:  # the user's to fix, not Burrow's trouble: INFO, without the message itself
-        log.info("Message not sent on conversation %s: %s", selection.partition_key, exc)
-        st.warning(str(exc), icon=":material/edit_note:")
-        if prompt.strip():  # the input box is cleared on send: keep the text within reach
-            with st.expander("Your message, to copy and shorten"):
-                st.code(prompt, language=None, wrap_lines=True)
-        return
-    run_turn(turn, selection, prompt)
+        run = service.send(key, text, selection.app_id, expected_messages=len(view.messages))
+    except (InputError, BusyError) as exc:  # the user's to fix, or a moment to wait: INFO, without the text
+        log.info("Message not sent on conversation %s: %s", key, exc)
+        if text.strip():
+            st.session_state[_DRAFT] = {"key": key, "reason": str(exc), "text": text}
+            st.session_state[_DRAFT_BOX] = text
+        else:
+            st.warning(str(exc), icon=":material/edit_note:")
+        return []
+    _remember(run, text)
+    return [live.place(service, run, text)]
 
 
-def run_turn(turn: Turn, selection: Selection, prompt: str | None) -> None:
-    """Shows the user's message at once, streams the reply, records the outcome and reruns."""
-    st.session_state.pop(_LAST, None)
-    if prompt is not None:
-        render_message({"role": "user", "content": prompt})
-    with st.chat_message("assistant", avatar=AVATARS["assistant"]):
-        # Any click reruns the page and interrupts write_stream; closing the stream then keeps the
-        # partial reply, saved as stopped. The button only has to exist.
-        st.button("Stop", icon=":material/stop_circle:", type="tertiary", key="chat_stop")
-        stream = iter(turn)
-        try:
-            st.write_stream(stream)
-        finally:
-            stream.close()
-    st.session_state[_LAST] = {
-        "key": selection.partition_key, "outcome": turn.outcome, "notice": turn.notice, "prompt": prompt,
-        "error": str(turn.error) if turn.error else None,
-    }
-    nav.select(selection.partition_key, selection.app_id)
-    st.rerun()
+def _retry(service: ChatService, selection: Selection) -> str | None:
+    """Starts the retry of the failed step; the reason when the process has no room for it now."""
+    try:
+        _remember(service.retry(selection.partition_key, selection.app_id), None)
+    except BusyError as exc:
+        log.info("Retry not started on conversation %s: %s", selection.partition_key, exc)
+        return str(exc)
+    return None
 
 
-def status(selection: Selection, view: ConversationView) -> None:
-    """Under the messages: a notice from the last turn, and Retry / Continue when a turn did not finish."""
-    last = st.session_state.get(_LAST) or {}
-    if last.get("key") != selection.partition_key:
-        last = {}
-    if last.get("notice"):
-        st.info(last["notice"], icon=":material/sync:")
+def _remember(run: Run, prompt: str | None) -> None:
+    st.session_state.pop(_DRAFT, None)
+    st.session_state[_SENT] = {"key": run.partition_key, "run": run.id, "prompt": prompt}
+
+
+@st.fragment(run_every=1)
+def _wait_elsewhere(service: ChatService, partition_key: str) -> None:
+    """Another server is writing the reply: look once a second, and show it once it is saved."""
+    if partition_key not in service.replying([partition_key]):
+        st.rerun()
+    st.info(ELSEWHERE, icon=":material/hourglass_top:")
+
+
+def status(service: ChatService, selection: Selection, view: ConversationView) -> None:
+    """Under the messages: the last run's notices, and Retry / Continue when a turn did not finish."""
+    notices, error = _last_run_says(service, selection.partition_key)
+    for notice in notices:
+        st.info(notice, icon=":material/sync:")
     if view.failed_step:
-        message = last.get("error") if last.get("outcome") == "failed" else None
-        st.error(message or f"The last reply did not finish (the {view.failed_step} step failed).",
+        st.error(view.failure or error or f"The last reply did not finish (the {view.failed_step} step failed).",
                  icon=":material/error:")
         _action_button("Retry", ("retry", selection.partition_key, view.app_id, None))
     elif view.pending_step:
         st.info(f"This branch stops in the middle of a turn (next step: `{view.pending_step}`). "
                 "Continue to get the reply, or send a new message.", icon=":material/pause_circle:")
         _action_button("Continue", ("retry", selection.partition_key, view.app_id, None))
-    elif last.get("outcome") == "failed":  # nothing was saved, e.g. the database went away mid-turn
-        st.error(last.get("error") or "The message could not be sent.", icon=":material/error:")
-        if last.get("prompt"):
-            st.caption("Your message was not saved:")
-            st.code(last["prompt"], language=None, wrap_lines=True)
-            _action_button("Send again", ("resend", selection.partition_key, view.app_id, last["prompt"]))
+    elif error:  # nothing was saved (the database went away, or another writer held on too long)
+        sent = st.session_state.pop(_SENT)
+        if sent.get("prompt"):
+            st.session_state[_DRAFT] = {"key": sent["key"], "reason": error, "text": sent["prompt"]}
+            st.session_state[_DRAFT_BOX] = sent["prompt"]
+        else:
+            st.error(error, icon=":material/error:")
+
+
+def _last_run_says(service: ChatService, partition_key: str) -> tuple[list[str], str | None]:
+    """The notices and the error of the latest run this session started here, once it is done."""
+    sent = st.session_state.get(_SENT)
+    run = service.run(sent["run"]) if sent and sent["key"] == partition_key else None
+    if run is None or not run.done:
+        return [], None
+    events = [event for event in run.events() if event is not None]
+    notices = [e.data["text"] for e in events if e.kind is EventKind.NOTICE]
+    errors = [e.data["message"] for e in events if e.kind is EventKind.ERROR]
+    failed = run.outcome == TurnOutcome.FAILED.value
+    return notices, (errors[-1] if errors else "The message could not be sent.") if failed else None
+
+
+def _draft(selection: Selection, view: ConversationView) -> None:
+    """A message that could not be sent (too long, or Burrow busy), kept where it can be edited and sent."""
+    draft = st.session_state.get(_DRAFT)
+    if not draft or draft["key"] != selection.partition_key:
+        return
+    st.warning(draft["reason"], icon=":material/edit_note:")
+    if _DRAFT_BOX not in st.session_state:  # the box was not shown on the last run (another conversation)
+        st.session_state[_DRAFT_BOX] = draft["text"]
+    st.text_area("Your message, not sent yet: edit it and send it again", key=_DRAFT_BOX, height=120,
+                 on_change=_keep_draft)
+    with st.container(horizontal=True):
+        st.button("Send", type="primary", icon=":material/send:", key="chat_draft_send",
+                  on_click=_send_draft, args=(selection.partition_key, view.app_id))
+        st.button("Discard", type="tertiary", key="chat_draft_discard", on_click=_discard_draft)
+
+
+def _keep_draft() -> None:
+    st.session_state[_DRAFT]["text"] = st.session_state[_DRAFT_BOX]
+
+
+def _send_draft(partition_key: str, app_id: str | None) -> None:
+    text = st.session_state.get(_DRAFT_BOX) or st.session_state[_DRAFT]["text"]
+    _discard_draft()
+    st.session_state[_ACTION] = ("send", partition_key, app_id, text)
+
+
+def _discard_draft() -> None:
+    st.session_state.pop(_DRAFT, None)
+    st.session_state.pop(_DRAFT_BOX, None)
 
 
 def _action_button(label: str, action: tuple) -> None:
@@ -139,8 +192,16 @@ def _action_button(label: str, action: tuple) -> None:
 
 
 def _request(action: tuple) -> None:
-    """Runs before the next rerun; the turn itself streams in the page body, below the messages."""
+    """Runs before the next rerun; the turn itself is started by the page body, which then attaches to it."""
     st.session_state[_ACTION] = action
+
+
+def _take_action(partition_key: str) -> tuple[str | None, str | None]:
+    """The action a button asked for (kind, text), if it is for the conversation shown."""
+    action = st.session_state.pop(_ACTION, None)
+    if action is None or action[1] != partition_key:
+        return None, None
+    return action[0], action[3]
 
 
 main()

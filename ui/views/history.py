@@ -1,7 +1,8 @@
 """History page: browse a conversation's persisted Burr snapshots, see what each step changed, fork.
 
-Only one page of snapshot metadata (50 rows) and the selected snapshot's state (plus the one
-before it, for the diff) are read per run, so long conversations open as fast as short ones.
+Only one page of snapshot metadata (50 rows) and the selected snapshot (`service.snapshot`: its
+state, the one before it, what changed and what runs next) are read per run, so long conversations
+open as fast as short ones. A failed step shows the reason saved with it, as the user was told.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.chat import ChatService
-from core.chat import BranchSummary, SnapshotSummary
-from core.history import StateDiff, diff_states, highlighted_graph, next_action
+from core.chat import BranchSummary, ChatService, SnapshotSummary, SnapshotView
+from core.history import StateDiff, highlighted_graph
 from ui import nav, sidebar
 from ui.format import clip, escape_markdown, short_id
 from ui.messages import render_message
@@ -34,7 +34,7 @@ def main() -> None:
     if selection.problem:
         nav.show_problem(service, selection)
     key = selection.partition_key or _most_recent(service)
-    summary = selection.summary or (service.conversations.get(key) if key else None)
+    summary = selection.summary or (service.conversation(key) if key else None)
     if summary is None:
         _nothing_yet(key)
         return
@@ -45,7 +45,7 @@ def main() -> None:
 
 
 def _most_recent(service: ChatService) -> str | None:
-    latest = service.conversations.list(limit=1)
+    latest = service.conversations(limit=1)
     if latest:
         nav.select(latest[0].partition_key)
         return latest[0].partition_key
@@ -61,7 +61,7 @@ def _nothing_yet(key: str | None) -> None:
 
 def pick_branch(service: ChatService, key: str, wanted: str | None) -> str:
     """The branch (Burr app_id) to browse: a select box when the conversation has been forked."""
-    branches = service.conversations.branches(key)
+    branches = service.branches(key)
     ids = [b.app_id for b in branches]
     chosen = wanted if wanted in ids else ids[0]
     if len(branches) > 1:
@@ -98,41 +98,44 @@ def browse(service: ChatService, key: str, app_id: str) -> None:
         st.info("This branch has no saved steps.")
         return
     seq = _pick_snapshot(app_id, rows)
-    row = next(r for r in rows if r.sequence_id == seq)
-    state = service.persister.load_serialized(key, app_id, seq) or {}
-    _actions(service, key, app_id, row)
+    snapshot = service.snapshot(key, app_id, seq)
+    if snapshot is None:  # deleted or cut off since the table was read
+        st.warning(f"Step {seq} of this branch is no longer stored.", icon=":material/history:")
+        return
+    _actions(service, key, app_id, snapshot.summary)
     graph, details = st.columns(2, gap="large")
     with graph:
-        _graph(row, state)
+        _graph(snapshot)
     with details:
         changes, full = st.tabs(["What changed", "Full state"])
         with changes:
-            previous = service.conversations.previous_sequence_id(key, app_id, seq)
-            before = service.persister.load_serialized(key, app_id, previous) if previous is not None else None
-            render_diff(diff_states(before, state), first=before is None)
+            render_diff(snapshot.diff, first=snapshot.previous is None)
         with full:
-            st.json(state, expanded=2)
+            st.json(snapshot.state, expanded=2)
 
 
 def _snapshot_table(service: ChatService, key: str, app_id: str) -> list[SnapshotSummary]:
     """One page of the branch's snapshots (metadata only); the page box sits under the table."""
-    total = service.conversations.snapshot_count(key, app_id)
+    total = service.snapshot_count(key, app_id)
     pages = max(1, math.ceil(total / PAGE_ROWS))
     st.markdown(f"**{total} snapshots** on this branch" + (f", {PAGE_ROWS} per page" if pages > 1 else ""))
     table_slot = st.container()
     page = 1
     if pages > 1:
         page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"history_page_{app_id}", width=200)
-    rows = service.conversations.snapshots(key, app_id, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
+    rows = service.snapshots(key, app_id, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
     frame = pd.DataFrame([{"Step": r.sequence_id, "Action": r.position, "Status": r.status,
-                           "Saved (UTC)": r.created_at.strftime("%b %d %H:%M:%S"), "Bytes": r.stored_bytes}
+                           "Saved (UTC)": r.created_at.strftime("%b %d %H:%M:%S"), "Bytes": r.stored_bytes,
+                           "Error": r.error or ""}
                           for r in rows])
     table = f"history_table_{app_id}_{page}"
     with table_slot:
         st.dataframe(frame, hide_index=True, width="stretch", height=min(320, 38 + 35 * len(rows)),
                      key=table, on_select=partial(_table_clicked, table, app_id, [r.sequence_id for r in rows]),
                      selection_mode="single-row",
-                     column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot")})
+                     column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot"),
+                                    "Error": st.column_config.TextColumn(help="Why a failed step failed, as the "
+                                                                              "user was told")})
     return rows
 
 
@@ -153,9 +156,13 @@ def _pick_snapshot(app_id: str, rows: list[SnapshotSummary]) -> int:
                         format_func=lambda s: f"Step {s} · {by_id[s].position} · {by_id[s].status}")
 
 
-def _graph(row: SnapshotSummary, state: dict[str, Any]) -> None:
-    upcoming = next_action(row.position, row.status, state)
+def _graph(snapshot: SnapshotView) -> None:
+    row, upcoming = snapshot.summary, snapshot.next_action
     st.markdown(f"**Step {row.sequence_id}: `{row.position}`** ({row.status}) · next: `{upcoming}`")
+    if row.error:
+        st.error(f"This step failed: {row.error}", icon=":material/error:")
+    elif row.status == "failed":
+        st.error("This step failed (no reason was saved with it).", icon=":material/error:")
     st.graphviz_chart(highlighted_graph(row.position, upcoming), width="stretch")
     st.caption("Green: the action this snapshot was saved after. Yellow: the action that runs next. "
                "Dashed edges carry their conditions.")
