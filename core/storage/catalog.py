@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.errors import StorageError
+from core.storage.leases import forget_conversation
 from core.storage.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
 from core.text import plain_text, title_text
 
@@ -51,6 +52,7 @@ class SnapshotSummary:
     status: str
     created_at: datetime
     stored_bytes: int
+    error: str | None = None  # why a failed step failed, as the user was told
 
 
 def storage_key(partition_key: str | None) -> str:
@@ -137,6 +139,7 @@ class ConversationStore:
             for table in (ListItem, StateValue, Snapshot):
                 conn.execute(delete(table).where(table.app_ref.in_(refs)))
             conn.execute(delete(App).where(App.partition_key == key))
+            forget_conversation(conn, key)
             return conn.execute(delete(Conversation).where(Conversation.partition_key == key)).rowcount > 0
 
         existed = self.database.write(work)
@@ -184,14 +187,26 @@ class ConversationStore:
                   newest_first: bool = False) -> list[SnapshotSummary]:
         """One page of a branch's snapshots (metadata only: states load one at a time)."""
         order = Snapshot.sequence_id.desc() if newest_first else Snapshot.sequence_id
-        query = (select(Snapshot.sequence_id, Snapshot.position, Snapshot.status, Snapshot.created_at,
-                        Snapshot.stored_bytes)
-                 .join(App, App.id == Snapshot.app_ref)
-                 .where(App.partition_key == storage_key(partition_key), App.app_id == app_id)
-                 .order_by(order).offset(offset).limit(limit))
-        return self.database.read(lambda conn: [
-            SnapshotSummary(r.sequence_id, r.position, r.status, _utc(r.created_at), r.stored_bytes)
-            for r in conn.execute(query)])
+        query = _branch_steps(partition_key, app_id).order_by(order).offset(offset).limit(limit)
+        return self.database.read(lambda conn: [_step(r) for r in conn.execute(query)])
+
+    def snapshot(self, partition_key: str | None, app_id: str, sequence_id: int) -> SnapshotSummary | None:
+        query = _branch_steps(partition_key, app_id).where(Snapshot.sequence_id == sequence_id)
+        return self.database.read(lambda conn: next((_step(r) for r in conn.execute(query)), None))
+
+    def step_error(self, partition_key: str | None, app_id: str, sequence_id: int) -> str | None:
+        """The reason saved with a failed step (None when there is none)."""
+        found = self.snapshot(partition_key, app_id, sequence_id)
+        return found.error if found else None
+
+    def note_failure(self, partition_key: str | None, app_id: str, message: str) -> None:
+        """Saves the reason with the branch's newest step, when that step failed (Burr saved it just before)."""
+        key = storage_key(partition_key)
+        newest = (select(func.max(Snapshot.id)).join(App, App.id == Snapshot.app_ref)
+                  .where(App.partition_key == key, App.app_id == app_id).scalar_subquery())
+        statement = (update(Snapshot).where(Snapshot.id == newest, Snapshot.status == "failed")
+                     .values(error=plain_text(message)[:2000]))
+        self.database.write(lambda conn: conn.execute(statement))
 
     def snapshot_count(self, partition_key: str | None, app_id: str) -> int:
         query = (select(func.count()).select_from(Snapshot).join(App, App.id == Snapshot.app_ref)
@@ -219,9 +234,22 @@ class ConversationStore:
         return catalog_facts(state)[1] if state else None
 
 
+def _branch_steps(partition_key: str | None, app_id: str) -> Any:
+    return (select(Snapshot.sequence_id, Snapshot.position, Snapshot.status, Snapshot.created_at,
+                   Snapshot.stored_bytes, Snapshot.error)
+            .join(App, App.id == Snapshot.app_ref)
+            .where(App.partition_key == storage_key(partition_key), App.app_id == app_id))
+
+
+def _step(row: Any) -> SnapshotSummary:
+    return SnapshotSummary(row.sequence_id, row.position, row.status, _utc(row.created_at), row.stored_bytes,
+                           row.error)
+
+
 def catalog_facts(serialized: dict) -> tuple[int, str | None]:
     """Message count and default title (the first user message, as a title) of a serialized state."""
-    history = serialized.get("chat_history") or []
+    history = serialized.get("chat_history")
+    history = history if isinstance(history, list) else []  # Burr allows any value; only a list is a chat
     first = next((m.get("content", "") for m in history if isinstance(m, dict) and m.get("role") == "user"), None)
     return len(history), (title_text(str(first)) or None) if first else None
 

@@ -18,6 +18,7 @@ the json module) when their manifest entry says that is exact (see Manifest), el
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import operator
@@ -36,7 +37,9 @@ INLINE_LIMIT = 128  # JSON bytes; smaller values live inside the manifest itself
 COMPRESS_FROM = 200  # JSON bytes; bigger non-list values are zlib-compressed when that saves space
 CHUNK_ITEMS = 64  # appended list items are merged into one row once this many are pending
 SERDE_MARKER = '"__burr_serde__"'  # Burr's serde key; JSON without it deserializes to itself
+BYTES_KEY = "__burrow_bytes__"  # raw bytes in a state, stored as base64 (see bytes_as_json)
 _SERDE_MARKER_BYTES = SERDE_MARKER.encode()
+_BYTES_MARKER = f'"{BYTES_KEY}"'.encode()
 # Flags of a list in the manifest. orjson reads integers beyond 64 bits as floats, so any run of 19
 # digits (in a number or, rarely, in a text) sends the list to the exact json module instead.
 # ALL_FLAT_DICTS: every item is a dict of scalars (a chat message), so a load freezes each with one
@@ -47,12 +50,20 @@ _DICTS = frozenset({dict, FrozenDict})
 _NESTING = frozenset({dict, list, FrozenDict, FrozenList})
 
 
+def bytes_as_json(value: Any) -> dict[str, str]:
+    """JSON for raw bytes inside a serialized state (Burr's pickle serde makes them): a marked base64
+    object, which loads turn back into bytes (serde.restore_bytes)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {BYTES_KEY: base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def dumps(value: Any) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=bytes_as_json)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates (broken Unicode) have no UTF-8: \u escapes keep them exactly
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
+        return json.dumps(value, separators=(",", ":"), default=bytes_as_json).encode("ascii")
 
 
 @dataclasses.dataclass
@@ -81,7 +92,7 @@ class Manifest:
                 where[key] = ["v", self.values[key]]
             else:
                 where[key] = ["l", *self.lists[key]]
-        return json.dumps(where, separators=(",", ":"))
+        return json.dumps(where, separators=(",", ":"), default=bytes_as_json)
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
@@ -159,7 +170,12 @@ def unpack(data: bytes) -> Any:
 
 def list_flags(raw: bytes) -> int:
     """The manifest flags that JSON text `raw` sets (see Manifest)."""
-    return (HAS_SERDE_MARKER if _SERDE_MARKER_BYTES in raw else 0) | (HAS_LONG_DIGITS if _LONG_DIGITS.search(raw) else 0)
+    return (HAS_SERDE_MARKER if has_marker(raw) else 0) | (HAS_LONG_DIGITS if _LONG_DIGITS.search(raw) else 0)
+
+
+def has_marker(raw: bytes) -> bool:
+    """JSON text that does not load as itself: Burr serde objects, or bytes stored as base64."""
+    return _SERDE_MARKER_BYTES in raw or _BYTES_MARKER in raw
 
 
 def all_flat_dicts(items: list[Any]) -> bool:
@@ -255,7 +271,7 @@ def decode(
         for key, data in fetch_values(manifest.values).items():
             raw = unpack_raw(data)
             state[key] = json.loads(raw)
-            if _SERDE_MARKER_BYTES in raw:
+            if has_marker(raw):
                 marked.add(key)
     missing = set(manifest.values) - set(state)
     if missing:
@@ -294,7 +310,7 @@ def assemble_list(
         new = parsed[len(items) - start:] if start < len(items) else parsed
         items.extend(map(FrozenDict, new) if flat else freeze_items(new))  # read-only: the cache shares them
         if flags is None:
-            needs_serde = needs_serde or _SERDE_MARKER_BYTES in raw
+            needs_serde = needs_serde or has_marker(raw)
     if len(items) < length:
         raise UnreadableSnapshotError(f"snapshot list {key!r} expects {length} items, found {len(items)}")
     del items[length:]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 3
@@ -75,6 +75,7 @@ class Snapshot(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     manifest: Mapped[str] = mapped_column(Text)
     stored_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed step failed, as the user was told
 
     __table_args__ = (UniqueConstraint("app_ref", "sequence_id", name="uq_burrow_snapshots_step"),)
 
@@ -105,4 +106,15 @@ class ListItem(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem)]
+class Lease(Base):
+    """Who is running a turn on a branch right now, until when (see leases.py)."""
+
+    __tablename__ = "burrow_leases"
+    partition_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[float] = mapped_column(Double)  # seconds since the epoch, the writer's clock
+    expires_at: Mapped[float] = mapped_column(Double)
+
+
+TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease)]

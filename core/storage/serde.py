@@ -18,11 +18,13 @@ serde marker (the walk would return an equal copy), which is most of the time of
 """
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from burr.core import State
+from burr.core import State, serde
 from burr.core.state import FIELD_SERIALIZATION
 
+from core.storage.codec import BYTES_KEY
 from core.storage.frozen import freeze_items
 
 
@@ -80,8 +82,35 @@ def serialize_state(state: State, previous: Remembered | None = None) -> tuple[d
     return ordered, Remembered(ordered, number_free)
 
 
+def restore_bytes(value: Any) -> Any:
+    """The stored JSON with raw bytes back where codec.bytes_as_json stored them as base64.
+
+    Burr's serde turns raw bytes in a state into their repr; only a registered serializer (Burr's
+    pickle serde) puts bytes into its `{"__burr_serde__": ..., ...}` object. So only the direct
+    values of such objects are restored: user data that happens to use the marker key stays as it is.
+    """
+    if isinstance(value, list):
+        return [restore_bytes(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    serde_object = serde.KEY in value
+    return {key: _as_bytes(item) if serde_object and _is_bytes_marker(item) else restore_bytes(item)
+            for key, item in value.items()}
+
+
+def _is_bytes_marker(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(BYTES_KEY), str)
+
+
+def _as_bytes(marker: dict[str, str]) -> Any:
+    try:
+        return base64.b64decode(marker[BYTES_KEY], validate=True)
+    except ValueError:  # not ours after all (binascii.Error is a ValueError)
+        return marker
+
+
 def deserialize_state(serialized: dict[str, Any], needs_serde: set[str]) -> State:
     """Equals `State.deserialize(serialized)` when keys outside `needs_serde` hold plain JSON."""
     plain = {k: v for k, v in serialized.items() if k not in needs_serde and k not in FIELD_SERIALIZATION}
-    walked = State.deserialize({k: v for k, v in serialized.items() if k not in plain}).get_all()
+    walked = State.deserialize({k: restore_bytes(v) for k, v in serialized.items() if k not in plain}).get_all()
     return State({key: plain[key] if key in plain else walked[key] for key in serialized})
