@@ -5,6 +5,7 @@ Burr app_id. `build_application` resumes the most recent branch, starts a new on
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
@@ -19,7 +20,7 @@ from core.llm import ChatModel, OfflineModel
 from core.safety import BlockedWordsPolicy, SafetyPolicy
 from core.settings import DEFAULT_SYSTEM_PROMPT
 
-ENTRYPOINT = "human_input"
+ENTRYPOINT = "human_input"  # where every turn starts: the user's message
 DEFAULT_STATE = {"chat_history": []}
 _BRANCH_NAMESPACE = uuid.UUID("6f1d2c3e-8b0a-4f57-9d2e-5c1b7a9e0f42")
 
@@ -77,6 +78,35 @@ def build_graph(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class TurnShape:
+    """What the rest of Burrow needs to know about the graph, read off it (never re-spelled elsewhere).
+
+    A turn starts at the entrypoint; the reply actions are those that lead back to it; every other
+    action is inside a turn, so a branch whose last completed step is one of them is midway through
+    a turn (its reply is still coming, or was abandoned).
+    """
+
+    entrypoint: str
+    actions: tuple[str, ...]
+    reply_actions: frozenset[str]
+    inside_turn: frozenset[str]
+    after: dict[str, str]  # action -> the first action the graph may run after it
+
+    @classmethod
+    def of(cls, graph: Graph, entrypoint: str) -> "TurnShape":
+        names = tuple(action.name for action in graph.actions)
+        replies = frozenset(t.from_.name for t in graph.transitions if t.to.name == entrypoint)
+        after: dict[str, str] = {}
+        for transition in graph.transitions:
+            after.setdefault(transition.from_.name, transition.to.name)
+        return cls(entrypoint, names, replies, frozenset(names) - replies, after)
+
+    def midway(self, position: str | None, status: str | None) -> bool:
+        """A branch saved at this step has not finished its turn (a failed step never counts as finished)."""
+        return position is not None and (status == "failed" or position in self.inside_turn)
+
+
 def build_application(
     partition_key: str | None,
     *,
@@ -90,8 +120,12 @@ def build_application(
     policy: SafetyPolicy | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     cancel: threading.Event | None = None,
+    resume: bool = True,
 ) -> Application:
     """Loads (or starts, or forks) one branch of a conversation, persisted after every step.
+
+    `resume=False` loads the branch's state but starts at the entrypoint (a new message after a
+    failed or abandoned turn) instead of re-running the step that failed.
 
     With `app_id=None` the conversation's most recent branch is resumed, or a new one started.
     With `fork_from_app_id` a new branch starts from that branch's state at `fork_from_sequence_id`.
@@ -109,7 +143,7 @@ def build_application(
         .with_graph(graph)
         .initialize_from(
             persister,
-            resume_at_next_action=True,
+            resume_at_next_action=resume,
             default_state=dict(DEFAULT_STATE, chat_history=[]),
             default_entrypoint=ENTRYPOINT,
             fork_from_app_id=fork_from_app_id,
@@ -123,3 +157,6 @@ def build_application(
         params = {"storage_dir": tracker_dir} if tracker_dir else {}
         builder = builder.with_tracker(ResumingTrackingClient(project=tracker_project, **params))
     return builder.build()
+
+
+TURN = TurnShape.of(build_graph(), ENTRYPOINT)

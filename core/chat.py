@@ -1,50 +1,39 @@
-"""`ChatService`: the one code path for a chat turn, used by the UI, the tests and any future server.
+"""`ChatService`: the one facade every client uses (the Streamlit pages, the HTTP API, scripts, tests).
 
-A turn runs human_input → safety_check (both persisted before the model is called) and then
-streams ai_response (or the canned unsafe_response). Turns on one conversation are serialized
-inside a process. Across processes, a turn waits while another server is midway through one on
-the same branch, and the persister's conflict check catches the rest: the losing turn is replayed
-on top of the latest state, so no message is lost.
+It offers what a client needs and hides storage: open a branch, send, retry, stop, attach to a
+run, list and manage conversations and branches, a snapshot with what changed and what runs next,
+fork, close. Clients never touch the persister, the engine or the writer coordination.
 
-A turn is where a model or database error becomes the message a user sees (`Turn.error`), so it is
-also where that error is logged, once, with its traceback; the layers below only raise.
+Sending starts a run (core/runs.py) on a worker thread of this service: the client gets the run
+back at once and watches its events; the turn (core/turn.py) goes on whatever the client does.
+Turns on one branch never interleave, in one process or across servers (core/writers.py).
 """
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from burr.core import Application
-from burr.core.application import PRIOR_STEP
 
 from core.actions import REFUSED, STOPPED
-from core.app import build_application
-from core.storage import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
-from core.text import is_valid_conversation_id
-from core.llm import ChatModel, LLMError, build_model
-from core.errors import InputError, SnapshotConflictError, StorageError
-from core.storage import SQLAlchemyPersister
-from core.text import plain_text
+from core.app import TURN, build_application
+from core.errors import BusyError, InputError, LLMError, StorageError
+from core.history import StateDiff, diff_states, next_action
+from core.llm import ChatModel, build_model
+from core.runs import EventKind, Run, RunManager
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
+from core.storage import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary, SQLAlchemyPersister
+from core.storage.leases import LeaseStore
+from core.text import is_valid_conversation_id, plain_text
+from core.turn import Turn, TurnOutcome
+from core.writers import WriterCoordination
 
 log = logging.getLogger(__name__)
-
-REPLY_ACTIONS = ["ai_response", "unsafe_response"]
-_MID_TURN = {"human_input": "safety_check", "safety_check": "reply"}  # completed step -> what comes next
-_POLL_SECONDS = 0.1  # how often a second server looks whether the first one's turn has finished
-
-
-class ConversationBusyError(StorageError):
-    """Another turn on this conversation is still running."""
 
 
 def clean_message(text: str | None, max_chars: int) -> str:
@@ -67,170 +56,42 @@ def valid_id(partition_key: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ConversationView:
-    """What a page shows of one branch: its messages and whether its last step failed."""
+    """What a page shows of one branch: its messages, and where its last turn stands."""
 
     partition_key: str
     app_id: str | None
     messages: list[dict[str, Any]]
     sequence_id: int | None
-    failed_step: str | None  # the action to retry, when the last step failed
-    pending_step: str | None = None  # a turn stopped midway (failed, or a fork from inside a turn)
+    failed_step: str | None = None  # the action to retry, when the last step failed
+    pending_step: str | None = None  # the turn stopped midway (failed, abandoned, or a fork from inside a turn)
+    failure: str | None = None  # why the last step failed, as saved with it
+    unanswered: tuple[int, ...] = ()  # indices of user messages that never got a reply
+    run: Run | None = None  # a reply being written by this process right now
+    replying_elsewhere: bool = False  # a reply being written by another process right now
 
 
-class Turn:
-    """One chat turn. Iterate it for reply pieces; afterwards read `outcome`, `error`, `notice`."""
+@dataclasses.dataclass(frozen=True)
+class SnapshotView:
+    """One saved step for the History page: its state, the one before it, the difference, what runs next."""
 
-    def __init__(self, service: "ChatService", partition_key: str, app_id: str | None, prompt: str | None,
-                 expected_messages: int | None = None):
-        self.service, self.partition_key, self.app_id = service, partition_key, app_id
-        self.prompt, self.expected_messages = prompt, expected_messages
-        self.cancel = threading.Event()
-        self.outcome: str | None = None  # "answered" | "refused" | "stopped" | "failed"
-        self.error: Exception | None = None
-        self.notice: str | None = None
-        self.reply = ""
-
-    def stop(self) -> None:
-        """Ends the model call; what arrived so far is kept, marked as stopped."""
-        self.cancel.set()
-
-    def __iter__(self) -> Iterator[str]:
-        lock = self.service.conversation_lock(self.partition_key)
-        if not lock.acquire(timeout=self.service.settings.request_timeout * 2):
-            self.outcome, self.error = "failed", ConversationBusyError(
-                "This conversation is still answering in another tab. Wait for that reply, then send again.")
-            log.warning("Turn on conversation %s not started: another turn held it for %.0f s",
-                        self.partition_key, self.service.settings.request_timeout * 2)
-            return
-        try:
-            yield from self._run()
-        finally:
-            lock.release()
-
-    def _run(self) -> Iterator[str]:
-        try:
-            started = self._start()
-        except (LLMError, StorageError) as exc:
-            self._fail(exc)
-            return
-        if started is None:  # a retry, but the step already finished (a double click, another tab)
-            self.outcome, self.notice = "answered", "Nothing to retry: this conversation already has its reply."
-            return
-        action, container = started
-        finished = False
-        stream = iter(container)  # held here so an early exit does not close (and fail) Burr's stream
-        try:
-            for result in stream:
-                self.reply += result["delta"]
-                yield result["delta"]
-            finished = True
-        except (LLMError, StorageError) as exc:
-            self._fail(exc)
-            return
-        finally:
-            if not finished and self.outcome is None:
-                self._finish_stopped(stream)
-        result, _state = container.get()
-        self.reply = result.get("response", self.reply) if result else self.reply
-        if action.name == "unsafe_response":
-            self.outcome = "refused"
-            yield self.reply
-        else:
-            self.outcome = "stopped" if self.cancel.is_set() else "answered"
-
-    def _fail(self, exc: Exception) -> None:
-        self.outcome, self.error = "failed", exc
-        # The one log line for this error: the model's trouble is a warning, the database's an error.
-        level = logging.ERROR if isinstance(exc, StorageError) else logging.WARNING
-        kind = f" ({exc.kind})" if isinstance(exc, LLMError) else ""
-        log.log(level, "Turn on conversation %s, branch %s failed%s: %s", self.partition_key, self.app_id, kind, exc,
-                exc_info=exc)
-        if isinstance(exc, StorageError):  # the turn may have stopped midway: that half is ours
-            self.service.note_unfinished(self.partition_key)
-
-    def _finish_stopped(self, stream: Iterator[dict]) -> None:
-        """The consumer went away (Stop, page rerun): end the model call and keep what arrived."""
-        self.cancel.set()
-        self.outcome = "stopped"
-
-        def drain() -> None:
-            try:
-                for result in stream:
-                    self.reply += result["delta"]
-            except (LLMError, StorageError) as exc:
-                self._fail(exc)
-
-        # Burr records a step as failed when sys.exc_info() is set as its stream ends; here the
-        # GeneratorExit being handled would leak into it, so the stream is finished on a clean thread.
-        # (Burr keeps per-run bookkeeping in context variables, so the thread gets a copy of ours.)
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(drain,), name="burrow-stop")
-        worker.start()
-        worker.join()
-
-    def _start(self) -> tuple | None:
-        """Steps to the reply action, replaying once on top of the latest state after a conflict."""
-        for attempt in range(2):
-            app = self.service.application(self.partition_key, self.app_id, cancel=self.cancel)
-            if self.prompt is not None and _mid_turn(app) and self._waited_for_other_writer(app.uid):
-                app = self.service.application(self.partition_key, app.uid, cancel=self.cancel)
-            self.app_id = app.uid
-            try:
-                return self._step_to_reply(app)
-            except SnapshotConflictError:
-                self.service.persister.forget(self.partition_key, self.app_id)
-                if attempt == 1 or self.prompt is None:
-                    raise  # logged by _fail, as the error the user sees
-                log.info("Conversation %s, branch %s changed under this turn: replaying it on the latest state",
-                         self.partition_key, self.app_id)
-                self.notice = "This conversation changed in another tab or window; your message was added after the latest messages."
-        raise AssertionError("unreachable")
-
-    def _waited_for_other_writer(self, app_id: str) -> bool:
-        """Waits while another server is midway through a turn on this branch, so turns never interleave.
-
-        Its last saved step is then the user's message or the safety check, saved moments ago. A turn
-        this process left unfinished (a database error) or an older one (a crashed server) is not
-        waited for: the new message goes after it, as after a failed reply. True if we waited.
-        """
-        service, budget = self.service, self.service.settings.request_timeout * 2
-        deadline, waited = time.monotonic() + budget, False
-        while True:
-            latest = service.persister.load(self.partition_key, app_id)
-            busy = latest is not None and service.other_writer_is_busy(self.partition_key, latest, budget)
-            if not busy or time.monotonic() >= deadline or self.cancel.is_set():
-                break
-            waited = True
-            time.sleep(_POLL_SECONDS)
-        if waited and latest is not None and latest["position"] not in _MID_TURN:  # it finished, not went stale
-            self.notice = "This conversation was answering in another tab or window; your message was added after that reply."
-        return waited
-
-    def _step_to_reply(self, app: Application) -> tuple | None:
-        if self.prompt is None:  # a retry of the failed step; None when nothing is left to run
-            next_action = app.get_next_action()
-            if next_action is None or next_action.name == "human_input":
-                return None
-            return app.stream_result(halt_after=REPLY_ACTIONS)
-        history = app.state.get("chat_history", [])
-        if self.expected_messages is not None and len(history) != self.expected_messages and self.notice is None:
-            self.notice = "This conversation had new messages from another tab or window; your message was added after them."
-        if app.get_next_action() is None or app.get_next_action().name != "human_input":
-            # The last reply failed and the user moved on: skip it rather than block the conversation.
-            app.update_state(app.state.update(**{PRIOR_STEP: "ai_response"}))
-        return app.stream_result(halt_after=REPLY_ACTIONS, inputs={"prompt": self.prompt})
+    summary: SnapshotSummary
+    state: dict[str, Any]
+    previous: dict[str, Any] | None
+    diff: StateDiff
+    next_action: str | None
 
 
 class ChatService:
-    """Owns the persister, the model and the policy; created once per process."""
+    """Owns the persister, the model, the policy and the runs; created once per process."""
 
     def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
                  policy: SafetyPolicy | None = None):
-        self.settings, self.persister, self.model = settings, persister, model
+        self.settings, self._persister, self.model = settings, persister, model
         self.policy = policy or BlockedWordsPolicy(settings.blocked_words)
-        self.conversations = ConversationStore(persister)
-        self._locks: dict[str, threading.Lock] = {}
-        self._unfinished: dict[str, datetime] = {}  # partition -> when a turn of ours stopped midway
-        self._locks_guard = threading.Lock()
+        self._catalog = ConversationStore(persister)
+        self.writers = WriterCoordination(LeaseStore(persister.database))
+        self.runs = RunManager(settings.max_runs)
+        self._closed = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ChatModel | None = None) -> "ChatService":
@@ -244,77 +105,178 @@ class ChatService:
             policy = ModerationPolicy(model, first=policy)
         return cls(settings, persister, model, policy)
 
+    @property
+    def persister(self) -> SQLAlchemyPersister:
+        """For tests, benchmarks and maintenance scripts; pages and the API use the methods below
+        (tests/test_layers.py checks that ui/ and server/ never reach it)."""
+        return self._persister
+
     @staticmethod
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
-    def note_unfinished(self, partition_key: str) -> None:
-        """A turn of ours stopped midway on a storage error; its half is not another server's work."""
-        self._unfinished[partition_key] = datetime.now(timezone.utc)
+    # ---- turns ---------------------------------------------------------------------------------
+    def send(self, partition_key: str, text: str, app_id: str | None = None,
+             expected_messages: int | None = None) -> Run:
+        """Starts a turn with the user's message and returns its run at once.
 
-    def other_writer_is_busy(self, partition_key: str, latest: dict, budget: float) -> bool:
-        """Whether the branch's last step is a turn under way elsewhere (saved < budget seconds ago)."""
-        if latest["status"] == "failed" or latest["position"] not in _MID_TURN:
+        InputError for a message that cannot be sent; BusyError when this process is at its run limit.
+        """
+        prompt = clean_message(text, self.settings.max_message_chars)
+        return self._start(valid_id(partition_key), app_id, prompt, expected_messages)
+
+    def retry(self, partition_key: str, app_id: str | None = None) -> Run:
+        """Re-runs the step that failed (or finishes a turn a fork started midway)."""
+        return self._start(valid_id(partition_key), app_id, None, None)
+
+    def _start(self, partition_key: str, app_id: str | None, prompt: str | None, expected: int | None) -> Run:
+        run = Run(partition_key, app_id)
+        run.publish(EventKind.STARTED, partition_key=partition_key, app_id=app_id)
+        return self.runs.start(run, lambda r: Turn(self, r, prompt, expected)())
+
+    def run(self, run_id: str) -> Run | None:
+        """A run of this process by id (running, or finished recently), to attach to."""
+        return self.runs.get(run_id)
+
+    def active_run(self, partition_key: str, app_id: str | None = None) -> Run | None:
+        """The run writing a reply on this conversation (on this branch, when given) in this process."""
+        runs = [r for r in self.runs.active(partition_key) if app_id is None or r.app_id in (None, app_id)]
+        return runs[-1] if runs else None
+
+    def stop(self, run_id: str) -> bool:
+        """Stops a run (what arrived is kept, marked stopped); False for an unknown or finished run."""
+        run = self.runs.get(run_id)
+        if run is None or run.done:
             return False
-        saved = datetime.fromisoformat(latest["created_at"])
-        saved = saved if saved.tzinfo else saved.replace(tzinfo=timezone.utc)
-        ours = self._unfinished.get(partition_key)
-        if (ours is not None and saved <= ours) or datetime.now(timezone.utc) - saved > timedelta(seconds=budget):
-            return False
-        branch = next((b for b in self.conversations.branches(partition_key) if b.app_id == latest["app_id"]), None)
-        # A fork taken from inside a turn starts midway, but nobody is writing it.
-        return branch is None or branch.forked_from_app_id is None or branch.last_sequence_id != branch.forked_from_sequence_id
+        run.stop()
+        return True
 
-    def conversation_lock(self, partition_key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(partition_key, threading.Lock())
+    def replying(self, partition_keys: list[str]) -> set[str]:
+        """Which of these conversations are writing a reply right now, here or on another server."""
+        local = {run.partition_key for run in self.runs.active()}
+        return (local & set(partition_keys)) | self.writers.busy_conversations(partition_keys)
 
+    # ---- what the turn needs -------------------------------------------------------------------
     def application(self, partition_key: str, app_id: str | None = None, *, cancel: threading.Event | None = None,
-                    **fork: Any) -> Application:
+                    resume: bool = True, **fork: Any) -> Application:
         """A Burr application for one branch, built fresh so it always starts from the stored state."""
         try:
             return build_application(
-                partition_key, persister=self.persister, llm=self.model, app_id=app_id,
+                partition_key, persister=self._persister, llm=self.model, app_id=app_id,
                 tracker_project=self.settings.tracker_project, tracker_dir=self.settings.tracker_dir,
-                policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, **fork)
+                policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, resume=resume, **fork)
         except OSError as exc:  # the tracker could not write its files
-            raise StorageError(f"Could not write Burr tracking files: {exc}. Set BURROW_TRACKER_DIR or BURROW_TRACKER_PROJECT=off.") from exc
+            raise StorageError(f"Could not write Burr tracking files: {exc}. Set BURROW_TRACKER_DIR or "
+                               "BURROW_TRACKER_PROJECT=off.") from exc
 
+    def latest_branch(self, partition_key: str) -> str | None:
+        branches = self._persister.list_app_ids(partition_key)
+        return branches[0] if branches else None
+
+    def forget_cache(self, partition_key: str, app_id: str | None = None) -> None:
+        self._persister.forget(partition_key, app_id)
+
+    def note_failure(self, partition_key: str, app_id: str, message: str) -> None:
+        self._catalog.note_failure(partition_key, app_id, message)
+
+    # ---- reading a conversation ----------------------------------------------------------------
     def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
         """The latest state of a branch (default: the most recent one); empty for a new conversation."""
-        data = self.persister.load(valid_id(partition_key), app_id)
+        data = self._persister.load(valid_id(partition_key), app_id)
+        run = self.active_run(partition_key, data["app_id"] if data else app_id)
         if data is None:
-            return ConversationView(partition_key, app_id, [], None, None)
-        failed = data["position"] if data["status"] == "failed" else None
-        pending = failed or _MID_TURN.get(data["position"])
-        return ConversationView(partition_key, data["app_id"], list(data["state"].get("chat_history", [])),
-                                data["sequence_id"], failed, pending)
+            return ConversationView(partition_key, app_id, [], None, run=run)
+        branch, position, status = data["app_id"], data["position"], data["status"]
+        messages = list(data["state"].get("chat_history", []))
+        failed = position if status == "failed" else None
+        midway = TURN.midway(position, status)
+        elsewhere = run is None and midway and not failed and self.writers.busy(partition_key, branch)
+        failure = self._catalog.step_error(partition_key, branch, data["sequence_id"]) if failed else None
+        pending = (failed or TURN.after.get(position, TURN.entrypoint)) if midway else None
+        live = run is not None or elsewhere
+        return ConversationView(partition_key, branch, messages, data["sequence_id"], failed, pending, failure,
+                                _unanswered(messages, waiting=live), run, elsewhere)
 
-    def send(self, partition_key: str, text: str, app_id: str | None = None,
-             expected_messages: int | None = None) -> Turn:
-        """Starts a turn with the user's message; raises InputError for a message that cannot be sent."""
-        return Turn(self, valid_id(partition_key), app_id, clean_message(text, self.settings.max_message_chars),
-                    expected_messages)
+    # ---- the catalog ---------------------------------------------------------------------------
+    def conversations(self, search: str = "", limit: int = 50,
+                      before_activity: int | None = None) -> list[ConversationSummary]:
+        """Newest activity first; `before_activity` (the last item's `activity`) is the next page's cursor."""
+        return self._catalog.list(search, limit, before_activity)
 
-    def retry(self, partition_key: str, app_id: str | None = None) -> Turn:
-        """Re-runs the step that failed (or finishes a turn a fork started midway)."""
-        return Turn(self, valid_id(partition_key), app_id, None)
+    def count_conversations(self, search: str = "") -> int:
+        return self._catalog.count(search)
+
+    def conversation(self, partition_key: str) -> ConversationSummary | None:
+        return self._catalog.get(valid_id(partition_key))
+
+    def rename(self, partition_key: str, title: str) -> None:
+        self._catalog.rename(valid_id(partition_key), title)
+
+    def delete(self, partition_key: str) -> bool:
+        """Deletes a conversation with all its branches; a reply being written to it is stopped first."""
+        for run in self.runs.active(partition_key):
+            run.stop()
+            run.wait(self.settings.request_timeout)
+        return self._catalog.delete(valid_id(partition_key))
+
+    def branches(self, partition_key: str) -> list[BranchSummary]:
+        return self._catalog.branches(valid_id(partition_key))
+
+    def branch_ids(self, partition_key: str) -> list[str]:
+        return self._persister.list_app_ids(valid_id(partition_key))
+
+    def snapshots(self, partition_key: str, app_id: str, offset: int = 0, limit: int = 100,
+                  newest_first: bool = False) -> list[SnapshotSummary]:
+        return self._catalog.snapshots(valid_id(partition_key), app_id, offset, limit, newest_first)
+
+    def snapshot_count(self, partition_key: str, app_id: str) -> int:
+        return self._catalog.snapshot_count(valid_id(partition_key), app_id)
+
+    def snapshot(self, partition_key: str, app_id: str, sequence_id: int) -> SnapshotView | None:
+        """One step with its state as stored, the previous step's, what changed and what runs next."""
+        summary = self._catalog.snapshot(valid_id(partition_key), app_id, sequence_id)
+        state = self._persister.load_serialized(partition_key, app_id, sequence_id) if summary else None
+        if summary is None or state is None:
+            return None
+        previous_seq = self._catalog.previous_sequence_id(partition_key, app_id, sequence_id)
+        previous = (self._persister.load_serialized(partition_key, app_id, previous_seq)
+                    if previous_seq is not None else None)
+        return SnapshotView(summary, state, previous, diff_states(previous, state),
+                            next_action(summary.position, summary.status, state))
 
     def fork(self, partition_key: str, app_id: str, sequence_id: int) -> str:
         """Starts a new branch from a snapshot (Burr's fork_from_*) and saves it, so it opens at once."""
-        source = self.persister.load(valid_id(partition_key), app_id, sequence_id)
+        source = self._persister.load(valid_id(partition_key), app_id, sequence_id)
         if source is None:
             raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
         app = self.application(partition_key, None, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
-        self.persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
-                            source["status"], forked_from=(app_id, sequence_id))
+        self._persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
+                             source["status"], forked_from=(app_id, sequence_id))
         return app.uid
 
+    def ping(self) -> None:
+        """Raises StorageError when the database cannot be reached (for readiness checks)."""
+        self._catalog.count()
 
-def _mid_turn(app: Application) -> bool:
-    """The branch's last saved step is inside a turn (its next action is not the user's message)."""
-    next_action = app.get_next_action()
-    return next_action is not None and next_action.name != "human_input"
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops taking runs, stops the running ones (partial replies saved as stopped), then disconnects."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.runs.shutdown(timeout)
+        self._persister.engine.dispose()
+
+
+def _unanswered(messages: list[dict[str, Any]], waiting: bool) -> tuple[int, ...]:
+    """User messages with no reply after them; the last one counts unless a reply is being written."""
+    found = []
+    for index, message in enumerate(messages):
+        if message.get("role") != "user":
+            continue
+        following = messages[index + 1] if index + 1 < len(messages) else None
+        if (following is None and not waiting) or (following is not None and following.get("role") == "user"):
+            found.append(index)
+    return tuple(found)
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -333,5 +295,6 @@ def _ensure_sqlite_folder(url: str) -> None:
             raise StorageError(f"Cannot create the folder for the database file {database}: {exc}") from exc
 
 
-__all__ = ["BranchSummary", "ChatService", "ConversationSummary", "ConversationView", "InputError", "SnapshotSummary",
-           "Turn", "clean_message", "STOPPED", "REFUSED"]
+__all__ = ["BranchSummary", "BusyError", "ChatService", "ConversationSummary", "ConversationView", "EventKind",
+           "InputError", "LLMError", "REFUSED", "Run", "STOPPED", "SnapshotSummary", "SnapshotView", "StorageError",
+           "TurnOutcome", "clean_message"]

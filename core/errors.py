@@ -26,5 +26,24 @@ class UnreadableSnapshotError(StorageError):
     """A snapshot's rows are missing (deleted while being read) or damaged."""
 
 
+class LLMError(BurrowError):
+    """A model call failed. `kind` is machine-readable ("timeout", "rate_limit", ...); str(err) is for the user."""
+
+    RETRYABLE = frozenset({"timeout", "rate_limit", "server", "connection", "stream_broken", "unknown"})
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in self.RETRYABLE
+
+
 class InputError(ValueError):
     """The user's input cannot be used as it is; the message says why."""
+
+
+class BusyError(BurrowError):
+    """Too much is running right now (this process's run limit, or it is shutting down); try again."""

@@ -18,21 +18,13 @@ from urllib.parse import urlparse
 
 import openai
 
+from core.errors import LLMError
 from core.logs import Redactor
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Message = dict[str, str]
-
-
-class LLMError(RuntimeError):
-    """A model call failed. `kind` is machine-readable; str(err) is meant for the user."""
-
-    def __init__(self, kind: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after = retry_after
 
 
 class ChatModel(Protocol):

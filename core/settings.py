@@ -48,6 +48,7 @@ class Settings:
     max_message_chars: int = 20_000
     list_cache_mb: int = 64  # decoded chat histories kept per process (core/listcache.py); 0 turns it off
     log_level: str = "WARNING"  # of Burrow's own loggers (core/logs.py); one of LOG_LEVELS
+    max_runs: int = 8  # turns answered at once per process (core/runs.py); more get "busy, try again"
 
     @property
     def offline(self) -> bool:
@@ -182,4 +183,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_MAX_MESSAGE_CHARS": ("max_message_chars", _int_in(1, 1_000_000)),
     "BURROW_LIST_CACHE_MB": ("list_cache_mb", _int_in(0, 1_000_000)),
     "BURROW_LOG_LEVEL": ("log_level", _log_level),
+    "BURROW_MAX_RUNS": ("max_runs", _int_in(1, 1000)),
 }

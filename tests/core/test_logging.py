@@ -17,7 +17,7 @@ import streamlit as st
 from sqlalchemy import create_engine, text
 from streamlit.testing.v1 import AppTest
 
-from core.chat import ChatService, Turn
+from core.chat import ChatService, Run
 from core.errors import StorageError
 from core.llm import LLMError, OpenAIChatModel, translate_error
 from core.logs import (HANDLER_NAME, LOGGERS, REDACTED, RedactingFilter, Redactor, burrow_handler,
@@ -56,7 +56,7 @@ def shown(record: logging.LogRecord) -> str:
     return handler.format(record)
 
 
-def run(service: ChatService, text: str, key: str = "c1") -> Turn:
+def run(service: ChatService, text: str, key: str = "c1") -> Run:
     turn = service.send(key, text)
     list(turn)
     return turn
@@ -99,7 +99,7 @@ def test_a_model_error_is_logged_once_with_its_traceback(make_service, llm_serve
     turn = run(service, "hello")
     assert turn.outcome == "failed" and isinstance(turn.error, LLMError) and turn.error.kind == kind
     [record] = warnings_and_up(caplog)
-    assert (record.name, record.levelno) == ("core.chat", logging.WARNING)
+    assert (record.name, record.levelno) == ("core.turn", logging.WARNING)
     assert record.exc_info and record.exc_info[1] is turn.error
     assert isinstance(turn.error.__cause__, openai.APIStatusError)  # the SDK's error, chained under it
     printed = shown(record)
@@ -112,7 +112,7 @@ def test_a_moderation_error_is_logged_once_and_burr_does_not_dump_the_conversati
     turn = run(service, "my private words")
     assert turn.outcome == "failed" and isinstance(turn.error, LLMError)
     [record] = warnings_and_up(caplog)
-    assert record.name == "core.chat" and record.exc_info[1] is turn.error
+    assert record.name == "core.turn" and record.exc_info[1] is turn.error
     assert not [r.name for r in caplog.records if "my private words" in r.getMessage()]
 
 
@@ -124,7 +124,7 @@ def test_an_unavailable_database_is_logged_once(make_service, sqlite_url, caplog
     turn = run(reader, "while read-only")
     assert turn.outcome == "failed" and isinstance(turn.error, StorageError)
     [record] = warnings_and_up(caplog)
-    assert (record.name, record.levelno) == ("core.chat", logging.ERROR)
+    assert (record.name, record.levelno) == ("core.turn", logging.ERROR)
     assert record.exc_info[1] is turn.error and "Traceback" in shown(record)
 
 

@@ -48,7 +48,7 @@ def build_service(llm_server: FakeOpenAI) -> Iterator[Callable[..., ChatService]
 
     yield build
     for service in made:
-        service.persister.engine.dispose()
+        service.close()
 
 
 @pytest.fixture

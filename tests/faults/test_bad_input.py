@@ -62,14 +62,14 @@ def table_names(url: str) -> set[str]:
 def test_blank_messages_are_refused_and_nothing_is_stored(service, text):
     with pytest.raises(InputError, match="Type a message first"):
         service.send("c1", text)
-    assert service.conversations.count() == 0 and service.open("c1").messages == []
+    assert service.count_conversations() == 0 and service.open("c1").messages == []
 
 
 def test_a_megabyte_message_is_refused_with_the_limit(service, llm_server):
     with pytest.raises(InputError) as caught:
         service.send("c1", "x" * 1_000_000)
     assert "1,000,000" in str(caught.value) and "20,000" in str(caught.value)
-    assert service.conversations.count() == 0 and llm_server.requests == []
+    assert service.count_conversations() == 0 and llm_server.requests == []
 
 
 def test_a_message_exactly_at_the_limit_round_trips(service, db_url, build_service):
@@ -87,7 +87,7 @@ def test_malformed_conversation_ids_are_rejected(service, pk):
     for call in (lambda: service.send(pk, "hello"), lambda: service.open(pk), lambda: service.retry(pk)):
         with pytest.raises(InputError, match="not a valid conversation id"):
             call()
-    assert service.conversations.count() == 0
+    assert service.count_conversations() == 0
 
 
 @pytest.mark.parametrize("pk", ["0f8fad5bd9cb469fa16570867728950e", "c1", "team.notes:2024_05-01", "x" * 128])
@@ -106,7 +106,7 @@ def test_control_characters_are_stripped_before_storage(service, llm_server, db_
     assert llm_server.requests[-1]["messages"][-1]["content"] == cleaned
     other = reopened(service, db_url, build_service)
     assert other.open("c1").messages[0]["content"] == cleaned
-    assert other.conversations.get("c1").title == "abc[31mde f g h"
+    assert other.conversation("c1").title == "abc[31mde f g h"
 
 
 def test_binary_garbage_and_broken_unicode_are_stored_cleaned(service, db_url, build_service):
@@ -119,23 +119,23 @@ def test_binary_garbage_and_broken_unicode_are_stored_cleaned(service, db_url, b
 
 def test_renaming_with_control_characters_stores_them_stripped(service):
     send(service, "c1", "hello")
-    service.conversations.rename("c1", "bad\x00 ti\x07tle\x1b")
-    assert service.conversations.get("c1").title == "bad title"
-    service.conversations.rename("c1", "broken \ud800 unicode")
-    assert service.conversations.get("c1").title == "broken ? unicode"
+    service.rename("c1", "bad\x00 ti\x07tle\x1b")
+    assert service.conversation("c1").title == "bad title"
+    service.rename("c1", "broken \ud800 unicode")
+    assert service.conversation("c1").title == "broken ? unicode"
 
 
 @pytest.mark.parametrize("search", ["a\x00b", "\ud800", "%", "_", "\\", "'"], ids=repr)
 def test_odd_search_text_finds_nothing_instead_of_failing(service, search):
     send(service, "c1", "plain title")
-    assert service.conversations.list(search=search) == []
-    assert service.conversations.count(search) == 0
+    assert service.conversations(search=search) == []
+    assert service.count_conversations(search) == 0
 
 
 def test_search_of_control_characters_only_is_no_search(service):
     send(service, "c1", "plain title")
-    assert [c.partition_key for c in service.conversations.list(search="\x00\x07")] == ["c1"]
-    assert service.conversations.count("\x00") == 1
+    assert [c.partition_key for c in service.conversations(search="\x00\x07")] == ["c1"]
+    assert service.count_conversations("\x00") == 1
 
 
 # ---- kept exactly ------------------------------------------------------------------------------
@@ -144,10 +144,10 @@ def test_emoji_and_right_to_left_text_round_trip_exactly(service, db_url, build_
     assert "\u202e" in EMOJI_RTL and reply == f"Echo: {EMOJI_RTL_STORED}"
     other = reopened(service, db_url, build_service)
     assert [m["content"] for m in other.open("c1").messages] == [EMOJI_RTL_STORED, f"Echo: {EMOJI_RTL_STORED}"]
-    assert other.conversations.get("c1").title == EMOJI_RTL_STORED[:TITLE_CHARS]
-    assert [c.partition_key for c in other.conversations.list(search="שלום")] == ["c1"]
-    other.conversations.rename("c1", "עברית 🦡 عربي")
-    assert service.conversations.get("c1").title == "עברית 🦡 عربي"
+    assert other.conversation("c1").title == EMOJI_RTL_STORED[:TITLE_CHARS]
+    assert [c.partition_key for c in other.conversations(search="שלום")] == ["c1"]
+    other.rename("c1", "עברית 🦡 عربي")
+    assert service.conversation("c1").title == "עברית 🦡 عربي"
 
 
 @pytest.mark.parametrize("text", MARKUP, ids=range(len(MARKUP)))
@@ -155,7 +155,7 @@ def test_html_script_and_markdown_tricks_are_stored_verbatim(service, db_url, bu
     send(service, "c1", text)
     other = reopened(service, db_url, build_service)
     assert other.open("c1").messages[0]["content"] == text
-    title = other.conversations.get("c1").title
+    title = other.conversation("c1").title
     assert 0 < len(title) <= TITLE_CHARS and "\n" not in title and "`" not in title and "](" not in title
 
 
@@ -163,16 +163,16 @@ def test_sql_looking_text_in_messages_and_titles_is_only_text(service, db_url, b
     tables = table_names(db_url)
     for i, text in enumerate(SQL):
         send(service, f"c{i}", text)
-    service.conversations.rename("c0", SQL[0])
-    service.conversations.rename("c1", SQL[1])
+    service.rename("c0", SQL[0])
+    service.rename("c1", SQL[1])
     assert table_names(db_url) == tables  # nothing dropped
     other = reopened(service, db_url, build_service)
-    assert other.conversations.count() == 3
-    assert {c.partition_key: c.title for c in other.conversations.list()} == {
+    assert other.count_conversations() == 3
+    assert {c.partition_key: c.title for c in other.conversations()} == {
         "c0": SQL[0], "c1": SQL[1], "c2": " ".join(SQL[2].split())}
     for i, text in enumerate(SQL):
         assert other.open(f"c{i}").messages == [
             {"role": "user", "content": text}, {"role": "assistant", "content": f"Echo: {text}"}]
-    assert [c.partition_key for c in other.conversations.list(search="DROP TABLE")] == ["c0"]
-    assert [c.partition_key for c in other.conversations.list(search="%_ wild")] == ["c2"]
-    assert other.conversations.list(search="' OR '1'='1") == []
+    assert [c.partition_key for c in other.conversations(search="DROP TABLE")] == ["c0"]
+    assert [c.partition_key for c in other.conversations(search="%_ wild")] == ["c2"]
+    assert other.conversations(search="' OR '1'='1") == []

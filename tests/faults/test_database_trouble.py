@@ -164,7 +164,7 @@ def test_save_waits_for_a_short_lock_and_succeeds(build_service, sqlite_file):
         turn = chat(service, "c1", "patience")
     assert turn.outcome == "answered", turn.error
     assert holder.snapshots_seen == 0  # our save really came after the lock was released
-    assert len(service.conversations.snapshots("c1", turn.app_id)) == 3
+    assert len(service.snapshots("c1", turn.app_id)) == 3
 
 
 def test_lock_held_past_the_timeout_fails_clearly_then_recovers(build_service, sqlite_file):
@@ -199,7 +199,7 @@ def test_lock_taken_while_the_reply_streams(build_service, llm_server, sqlite_fi
     assert_clear(turn.error, "database is locked")
     view = service.open(pk)
     assert view.messages == [{"role": "user", "content": "stream please"}]  # no half-saved reply
-    assert view.pending_step == "reply"
+    assert view.pending_step == "ai_response"
     llm_server.chunk_delay = 0
     follow = service.retry(pk, view.app_id) if then == "retry" else service.send(pk, "still there?")
     list(follow)
@@ -234,14 +234,14 @@ def test_postgres_going_down_mid_session_and_coming_back(build_service, restarta
         service.open(pk)
     assert_clear(caught.value, "not available")
     with pytest.raises(StorageError):
-        service.conversations.list()
+        service.conversations()
     server.start()
     assert stored_rows(url)["burrow_snapshots"] == 3  # nothing half-written
     turn = chat(service, pk, "after the outage")  # the same object: the pool reconnects
     assert turn.outcome == "answered", turn.error
     assert [m["content"] for m in service.open(pk).messages] == [
         "before the outage", "Echo: before the outage", "after the outage", "Echo: after the outage"]
-    assert len(service.conversations.branches(pk)) == 1
+    assert len(service.branches(pk)) == 1
 
 
 @pytest.mark.postgres
@@ -259,7 +259,7 @@ def test_postgres_going_down_while_the_reply_streams(build_service, llm_server, 
     server.start()
     llm_server.chunk_delay = 0
     view = service.open(turn.partition_key)
-    assert view.messages == [{"role": "user", "content": "stream please"}] and view.pending_step == "reply"
+    assert view.messages == [{"role": "user", "content": "stream please"}] and view.pending_step == "ai_response"
     follow = service.send(turn.partition_key, "are you back?")
     list(follow)
     assert follow.outcome == "answered" and follow.notice is None, follow.error

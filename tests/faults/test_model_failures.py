@@ -33,7 +33,7 @@ def assert_failed_step_recorded(service: ChatService, pk: str, app_id: str, prom
     view = service.open(pk, app_id)
     assert view.messages[-1] == {"role": "user", "content": prompt}
     assert view.failed_step == "ai_response" and view.pending_step == "ai_response"
-    last = service.conversations.snapshots(pk, app_id, limit=1, newest_first=True)[0]
+    last = service.snapshots(pk, app_id, limit=1, newest_first=True)[0]
     assert (last.position, last.status) == ("ai_response", "failed")
 
 
@@ -48,8 +48,8 @@ def assert_continues(service: ChatService, pk: str, app_id: str, prompt: str) ->
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[0]["content"] == prompt and messages[2]["content"] == "and then?"
     assert all("status" not in m for m in messages)
-    assert len(service.conversations.branches(pk)) == 1
-    statuses = [s.status for s in service.conversations.snapshots(pk, app_id)]
+    assert len(service.branches(pk)) == 1
+    statuses = [s.status for s in service.snapshots(pk, app_id)]
     assert statuses.count("failed") == 1
 
 
@@ -147,7 +147,7 @@ def test_sdk_retries_hide_a_transient_failure(make_service, llm_server):
     turn = service.send(pk, "hello")
     assert "".join(turn) == "Echo: hello" and turn.outcome == "answered"
     assert len(llm_server.requests) == 3
-    assert [s.status for s in service.conversations.snapshots(pk, turn.app_id)] == ["completed"] * 3
+    assert [s.status for s in service.snapshots(pk, turn.app_id)] == ["completed"] * 3
 
 
 def test_failure_of_the_moderation_call_is_recorded_too(make_service, llm_server):

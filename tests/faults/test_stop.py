@@ -58,7 +58,7 @@ def check_after_stop(service, pk: str, turn, received: list[str], port: int) -> 
     assert view.messages[-1] == {"role": "assistant", "content": "".join(received), "status": STOPPED}
     assert 2 <= len(received) < WORDS / 4
     assert view.failed_step is None and view.pending_step is None
-    last = service.conversations.snapshots(pk, turn.app_id, limit=1, newest_first=True)[0]
+    last = service.snapshots(pk, turn.app_id, limit=1, newest_first=True)[0]
     assert (last.position, last.status) == ("ai_response", "completed")
 
 
@@ -99,13 +99,23 @@ def test_stop_button_from_another_thread_ends_the_model_call(make_service, slow_
     check_next_message_works(service, pk, slow_server)
 
 
-def test_leaving_the_page_mid_stream_ends_the_model_call(make_service, slow_server):
-    """A Streamlit rerun closes the generator that was streaming: same result as Stop."""
+def test_leaving_the_page_mid_stream_does_not_end_the_reply(make_service, slow_server):
+    """A Streamlit rerun or a closed tab only stops that client's reading: the reply goes on, another
+    client (a second tab, a reload) attaches and sees it from the first word, and Stop still works."""
     service = make_service(base_url=slow_server.base_url)
     pk = service.new_conversation_id()
     turn = service.send(pk, "a long story, please")
     stream = iter(turn)
     received = [next(stream), next(stream)]
     stream.close()
-    check_after_stop(service, pk, turn, received, port_of(slow_server))
+    assert wait_until(lambda: len(turn.text.split()) >= 6) and not turn.done  # still streaming, nobody reading
+    assert server_connections(port_of(slow_server)) == 1
+    again = service.active_run(pk)
+    assert again is turn and service.open(pk).run is turn
+    replay = iter(again)
+    assert [next(replay), next(replay)] == received  # everything so far, then the live tail
+    assert service.stop(turn.id)
+    everything = received + list(replay)
+    check_after_stop(service, pk, turn, everything, port_of(slow_server))
+    assert not service.stop(turn.id)  # a finished run cannot be stopped again
     check_next_message_works(service, pk, slow_server)

@@ -39,9 +39,9 @@ def consume(turn) -> Callable[[], str]:
 
 def assert_one_clean_branch(service: ChatService, pk: str, turns: int) -> list[dict]:
     """One branch, snapshots 0..n-1 all completed (none overwritten or skipped); returns the messages."""
-    branches = service.conversations.branches(pk)
+    branches = service.branches(pk)
     assert len(branches) == 1
-    snaps = service.conversations.snapshots(pk, branches[0].app_id)
+    snaps = service.snapshots(pk, branches[0].app_id)
     assert [s.sequence_id for s in snaps] == list(range(3 * turns))
     assert [s.position for s in snaps] == ["human_input", "safety_check", "ai_response"] * turns
     assert {s.status for s in snaps} == {"completed"}
@@ -128,7 +128,7 @@ def test_a_turn_abandoned_by_a_crashed_server_does_not_block(make_service):
     assert turn.notice is None  # no reply arrived from elsewhere, so none is announced
     contents = [m["content"] for m in b.open(pk).messages]
     assert contents == ["lost in the crash", "hello again", "Echo: hello again"]
-    assert len(b.conversations.branches(pk)) == 1
+    assert len(b.branches(pk)) == 1
 
 
 # ---- the race on one save ------------------------------------------------------------------------
@@ -185,21 +185,47 @@ class PausingPersister(SQLAlchemyPersister):
         return super().save(partition_key, app_id, sequence_id, position, state, status, **kwargs)
 
 
-def test_chat_service_replays_a_turn_that_lost_the_race(make_service):
+def write_turn_without_a_lease(service: ChatService, pk: str, text: str) -> None:
+    """A writer that does not take the branch's lease (a server of an older release): its turn lands
+    in the middle of another writer's, which only the persister's conflict check can catch."""
+    app = service.application(pk)
+    app.step(inputs={"prompt": text})
+    app.step()
+    app.step()
+
+
+def test_a_second_server_waits_for_the_lease_instead_of_racing(make_service):
+    """A holds the branch's lease from before it saves its message: B queues behind it, no conflict."""
     b = make_service()
     a_settings = make_service().settings
     a = ChatService(a_settings, PausingPersister.from_url(a_settings.database_url), b.model)
     pk = a.new_conversation_id()
     turn_a = a.send(pk, "from A", expected_messages=0)
-    thread, box = run_in_thread(consume(turn_a))
-    assert a.persister.paused.wait(30)  # A has built its state and is about to save its message
+    assert a.persister.paused.wait(30)  # A holds the lease and is about to save its message
     turn_b = b.send(pk, "from B", expected_messages=0)
-    assert "".join(turn_b) == "Echo: from B" and turn_b.notice is None
+    assert not turn_b.wait(0.5)  # B waits for A's lease ...
     a.persister.resume.set()
-    thread.join(30)
-    a.persister.engine.dispose()
-    assert box.get("result") == "Echo: from A" and turn_a.outcome == "answered", box
-    assert "changed in another tab or window" in turn_a.notice
+    assert turn_a.wait(30) and turn_b.wait(30)
+    a.close()
+    assert (turn_a.outcome, turn_b.outcome) == ("answered", "answered"), (turn_a.error, turn_b.error)
+    assert turn_a.notice is None and "another tab or window" in turn_b.notice  # ... and is told it came second
+    assert pairs(assert_one_clean_branch(b, pk, 2)) == [("from A", "Echo: from A"), ("from B", "Echo: from B")]
+
+
+def test_chat_service_replays_a_turn_that_lost_the_race(make_service):
+    """A writer that ignores leases slips a whole turn in: the conflict check catches A, A replays."""
+    b = make_service()
+    a_settings = make_service().settings
+    a = ChatService(a_settings, PausingPersister.from_url(a_settings.database_url), b.model)
+    pk = a.new_conversation_id()
+    turn_a = a.send(pk, "from A", expected_messages=0)
+    assert a.persister.paused.wait(30)  # A has built its state and is about to save its message
+    write_turn_without_a_lease(b, pk, "from B")
+    a.persister.resume.set()
+    assert turn_a.wait(30)
+    a.close()
+    assert turn_a.reply == "Echo: from A" and turn_a.outcome == "answered", turn_a.error
+    assert "another tab or window" in turn_a.notice
     assert pairs(assert_one_clean_branch(b, pk, 2)) == [("from B", "Echo: from B"), ("from A", "Echo: from A")]
 
 
@@ -211,15 +237,14 @@ def test_a_save_that_keeps_losing_fails_readably(make_service):
     pk = a.new_conversation_id()
     list(b.send(pk, "warm-up"))
     turn_a = a.send(pk, "from A")
-    thread, box = run_in_thread(consume(turn_a))
     for round_ in range(2):  # B wins twice: before A's first save and before A's replayed save
         assert a.persister.paused.wait(30)
         a.persister.paused.clear()
-        list(b.send(pk, f"B wins {round_}"))
+        write_turn_without_a_lease(b, pk, f"B wins {round_}")
         held, a.persister.resume = a.persister.resume, threading.Event() if round_ == 0 else a.persister.resume
         held.set()
-    thread.join(30)
-    a.persister.engine.dispose()
+    assert turn_a.wait(30)
+    a.close()
     assert turn_a.outcome == "failed" and isinstance(turn_a.error, StorageError)
     assert "another writer" in str(turn_a.error) and "Reload" in str(turn_a.error)
     assert "from A" not in [m["content"] for m in b.open(pk).messages]
@@ -232,7 +257,7 @@ def test_a_branch_forked_from_inside_a_turn_is_not_taken_for_a_busy_writer(make_
     first = service.send(pk, "first")
     list(first)
     branch = service.fork(pk, first.app_id, 1)  # after the safety check, before the reply
-    assert service.open(pk, branch).pending_step == "reply"
+    assert service.open(pk, branch).pending_step == "ai_response"
     turn = service.send(pk, "on the new branch", app_id=branch)
     assert "".join(turn) == "Echo: on the new branch" and turn.notice is None
     assert [m["content"] for m in service.open(pk, branch).messages] == [
@@ -257,7 +282,7 @@ def test_a_tab_that_waits_too_long_for_the_other_is_told_and_stores_nothing(make
     assert streaming.wait(30)
     second = service.send(pk, "me too")
     assert list(second) == [] and second.outcome == "failed"
-    assert "still answering in another tab" in str(second.error)
+    assert "still answering another message" in str(second.error)
     thread.join(30)
     assert box.get("result") == LONG and first.outcome == "answered"
     assert [m["content"] for m in service.open(pk).messages] == ["long one", LONG]  # "me too" not half-stored
@@ -269,7 +294,8 @@ def test_a_tab_that_waits_too_long_for_the_other_is_told_and_stores_nothing(make
 @pytest.mark.parametrize("round_", range(2))
 def test_first_turns_at_once_with_tracking_on(make_service, tmp_path, round_):
     """A fresh install (no tracker folder yet) where many users send their first message at once."""
-    service = make_service(BURROW_TRACKER_PROJECT="burrow", BURROW_TRACKER_DIR=str(tmp_path / f"tracker-{round_}"))
+    service = make_service(BURROW_TRACKER_PROJECT="burrow", BURROW_TRACKER_DIR=str(tmp_path / f"tracker-{round_}"),
+                           BURROW_MAX_RUNS="12")
     start = threading.Barrier(12)
     turns = [service.send(service.new_conversation_id(), f"first message {i}") for i in range(12)]
     threads = [run_in_thread(lambda turn=turn: (start.wait(), "".join(turn))[1]) for turn in turns]
