@@ -33,6 +33,7 @@ class LiveReply:
     notices: DeltaGenerator
     text: DeltaGenerator
     line: DeltaGenerator
+    first_words_only: bool = False  # follow only until the first words (see `follow`)
 
 
 @dataclasses.dataclass
@@ -48,20 +49,24 @@ class _Progress:
     seconds_shown: int = -1
 
 
-def place(service: ChatService, run: Run, prompt: str | None = None) -> LiveReply:
+def place(service: ChatService, run: Run, prompt: str | None = None, first_words_only: bool = False) -> LiveReply:
     """Draws the reply's frame at once, before any event: the user's message, Stop, a waiting line."""
     if prompt is not None:
         render_message({"role": "user", "content": prompt})
     with st.chat_message("assistant", avatar=AVATARS["assistant"]):
         st.button("Stop", icon=":material/stop_circle:", type="tertiary", key=f"chat_stop_{run.id}",
                   on_click=service.stop, args=(run.id,), help="Stop this reply; what arrived so far is kept.")
-        reply = LiveReply(run, st.container(), st.empty(), st.empty())
+        reply = LiveReply(run, st.container(), st.empty(), st.empty(), first_words_only)
     _waiting_line(reply, WAITING, 0)
     return reply
 
 
 def follow(reply: LiveReply) -> None:
-    """Draws the run's events into its frame until the run is done; a rerun ends this early, not the run."""
+    """Draws the run's events into its frame until the run is done; a rerun ends this early, not the run.
+
+    With `first_words_only` it returns at the first words: by then the user's message is saved, so
+    a new conversation's page can rerun to list and title it, and attach to the same reply again.
+    """
     progress = _Progress(backlog=len(reply.run.text))
     for event in reply.run.events(heartbeat=HEARTBEAT):
         if event is None:
@@ -70,6 +75,8 @@ def follow(reply: LiveReply) -> None:
             return
         else:
             _apply(reply, progress, event)
+            if reply.first_words_only and progress.text:
+                return
 
 
 def _apply(reply: LiveReply, progress: _Progress, event: RunEvent) -> None:

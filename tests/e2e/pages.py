@@ -14,6 +14,7 @@ API_KEY = "sk-test-e2e-secret"
 MODEL_NAME = "e2e-fake-model"  # the servers' BURROW_MODEL; the model badge shows it
 IDLE = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-script-state='notRunning']"
 CHAT_INPUT = "stChatInputTextArea"
+STOP = "[class*='st-key-chat_stop_']"  # the Stop button of a reply being written
 TRACEBACK_MARKERS = ("Traceback", "stException")
 
 
@@ -43,6 +44,15 @@ def sidebar(page: Page) -> Locator:
     return page.get_by_test_id("stSidebar")
 
 
+def conversation_button(page: Page, key: str) -> Locator:
+    """The sidebar entry that opens conversation `key`.
+
+    While a script run is in progress, Streamlit keeps an invisible copy of a keyed element that
+    moved (`data-retained`, display: none) at its old place; only the real one is meant here.
+    """
+    return sidebar(page).locator(f".st-key-open_{key}:not([data-retained])")
+
+
 def submit(page: Page, text: str) -> None:
     """Types a message and presses Enter, without waiting for the reply."""
     box = chat_input(page)
@@ -55,7 +65,7 @@ def wait_turn_done(page: Page, reply_contains: str | None = None) -> None:
     """The reply is shown and the page has rerun from the database (the Stop button is gone)."""
     if reply_contains is not None:
         expect(messages(page).filter(has_text=reply_contains).last).to_be_visible()
-    expect(page.locator(".st-key-chat_stop")).to_have_count(0)
+    expect(page.locator(STOP)).to_have_count(0)
     wait_idle(page)
 
 
@@ -91,10 +101,10 @@ def expect_no_traceback(page: Page) -> None:
     expect(page.locator("body")).not_to_contain_text("Traceback")
 
 
-def save_screenshot(page: Page, name: str) -> Path:
-    """Saves a full-page PNG under artifacts/e2e/ (gitignored) for people to look at."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+def save_screenshot(page: Page, name: str, folder: Path = ARTIFACTS) -> Path:
+    """Saves a full-page PNG under artifacts/e2e/ (gitignored; or `folder`) for people to look at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     try:
         page.screenshot(path=str(path), full_page=True)
     except Exception as exc:  # noqa: BLE001 - a closed page must not hide the real failure

@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.pages import (
-    MODEL_NAME, chat_input, conversation_id, echo, expect_no_traceback, messages, nav_to, open_app, save_screenshot, send, sidebar,
-    wait_idle,
+    MODEL_NAME, chat_input, conversation_button, conversation_id, echo, expect_no_traceback, messages, nav_to, open_app,
+    save_screenshot, send, sidebar, wait_idle,
 )
 
 pytestmark = pytest.mark.e2e
@@ -41,10 +41,6 @@ def start_conversation(page: Page, base_url: str, *texts: str) -> str:
     assert key, f"no ?c= in {page.url}"
     return key
 
-
-def conversation_button(page: Page, key: str):
-    """The sidebar entry that opens conversation `key`."""
-    return sidebar(page).locator(f".st-key-open_{key}")
 
 
 def test_two_turns_stream_and_survive_a_reload(page: Page, app_server, model):

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.pages import (
-    conversation_id, echo, expect_no_traceback, messages, open_app, save_screenshot, send, sidebar, submit,
+    conversation_button, conversation_id, echo, expect_no_traceback, messages, open_app, save_screenshot, send, submit,
     wait_idle, wait_turn_done,
 )
 
@@ -55,7 +55,7 @@ def test_two_server_processes_share_and_continue_one_conversation(page: Page, co
 
     other = context.new_page()  # server B lists the conversation server A stored, and opens it
     open_app(other, server_b.url)
-    entry = sidebar(other).locator(f".st-key-open_{key}")
+    entry = conversation_button(other, key)
     expect(entry).to_contain_text(title)
     entry.click()
     expect(messages(other)).to_have_count(2)

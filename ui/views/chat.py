@@ -94,7 +94,7 @@ def _send(service: ChatService, selection: Selection, view: ConversationView, te
             st.warning(str(exc), icon=":material/edit_note:")
         return []
     _remember(run, text)
-    return [live.place(service, run, text)]
+    return [live.place(service, run, text, first_words_only=selection.summary is None)]  # a new conversation
 
 
 def _retry(service: ChatService, selection: Selection) -> str | None:
