@@ -6,14 +6,19 @@ Burr app_id. `build_application` resumes the most recent branch, starts a new on
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import threading
+import traceback
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from burr.core import Application, ApplicationBuilder, default, when
+from burr.core import Action, Application, ApplicationBuilder, State, default, serde, when
 from burr.core.graph import Graph, GraphBuilder
 from burr.core.persistence import BaseStatePersister
 from burr.tracking.client import LocalTrackingClient
+from burr.tracking.common.models import EndEntryModel
 
 from core.actions import ai_response, human_input, safety_check, unsafe_response
 from core.llm import ChatModel, OfflineModel
@@ -26,13 +31,28 @@ _BRANCH_NAMESPACE = uuid.UUID("6f1d2c3e-8b0a-4f57-9d2e-5c1b7a9e0f42")
 
 
 class ResumingTrackingClient(LocalTrackingClient):
-    """Burr's local tracker, tolerant of resuming a branch it has never seen.
+    """Burr's local tracker, tolerant of resuming a branch it has never seen, and redacting secrets
+    from the exceptions it records (a model server may quote the API key in its error, and the
+    SDK's error is chained under ours, so it is in the traceback Burr writes to log.jsonl).
 
     Burr 0.43 hands the tracker a parent pointer with `app_id=None` whenever an app is loaded from the
     persister (not only when forked); the local tracker writes it into a new metadata file and its
     pydantic model rejects the None. That happens for every conversation a second server process (its
     own tracker folder), a cleared ~/.burr or a restored database brings in. No app id means no parent.
     """
+
+    def __init__(self, *args: Any, redact: Callable[[str], str] = str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._redact = redact
+
+    def post_run_step(self, *, state: State, action: Action, result: dict | None, sequence_id: int,
+                      exception: Exception | None, **future_kwargs: Any) -> None:
+        # Burr's own entry, with the exception text redacted before it is written.
+        self._append_write_line(EndEntryModel(
+            end_time=datetime.datetime.now(), action=action.name,
+            result=serde.serialize(result, **self.serde_kwargs), sequence_id=sequence_id,
+            exception=self._redact("".join(traceback.format_exception(exception))) if exception else None,
+            state=state.serialize(**self.serde_kwargs)))
 
     def post_application_create(self, *, parent_pointer=None, **kwargs) -> None:
         if parent_pointer is not None and parent_pointer.app_id is None:
@@ -121,6 +141,7 @@ def build_application(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     cancel: threading.Event | None = None,
     resume: bool = True,
+    redact: Callable[[str], str] = str,
 ) -> Application:
     """Loads (or starts, or forks) one branch of a conversation, persisted after every step.
 
@@ -155,7 +176,7 @@ def build_application(
     )
     if tracker_project:
         params = {"storage_dir": tracker_dir} if tracker_dir else {}
-        builder = builder.with_tracker(ResumingTrackingClient(project=tracker_project, **params))
+        builder = builder.with_tracker(ResumingTrackingClient(project=tracker_project, redact=redact, **params))
     return builder.build()
 
 

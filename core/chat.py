@@ -24,6 +24,7 @@ from core.app import TURN, build_application
 from core.errors import BusyError, InputError, LLMError, StorageError
 from core.history import StateDiff, diff_states, next_action
 from core.llm import ChatModel, build_model
+from core.logs import Redactor, secrets_of
 from core.runs import EventKind, Run, RunManager
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
@@ -92,6 +93,7 @@ class ChatService:
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
         self._closed = threading.Event()
+        self._redact = Redactor(secrets_of(settings))  # for error texts Burr's tracker records
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ChatModel | None = None) -> "ChatService":
@@ -164,7 +166,8 @@ class ChatService:
             return build_application(
                 partition_key, persister=self._persister, llm=self.model, app_id=app_id,
                 tracker_project=self.settings.tracker_project, tracker_dir=self.settings.tracker_dir,
-                policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, resume=resume, **fork)
+                policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, resume=resume,
+                redact=self._redact, **fork)
         except OSError as exc:  # the tracker could not write its files
             raise StorageError(f"Could not write Burr tracking files: {exc}. Set BURROW_TRACKER_DIR or "
                                "BURROW_TRACKER_PROJECT=off.") from exc
