@@ -28,8 +28,8 @@ from core.logs import Redactor, secrets_of
 from core.runs import EventKind, Run, RunManager
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
-from core.storage import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary, SQLAlchemyPersister
-from core.storage.leases import LeaseStore
+from core.storage import (BranchSummary, ConversationStore, ConversationSummary, LeaseStore, SnapshotSummary,
+                          SQLAlchemyPersister)
 from core.text import is_valid_conversation_id, plain_text
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination

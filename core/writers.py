@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from core.errors import BusyError, StorageError
-from core.storage.leases import LeaseStore
+from core.storage import LeaseStore
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 5.0

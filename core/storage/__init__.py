@@ -10,12 +10,15 @@ Modules, one owner each:
 - serde.py: Burr state (de)serialization that costs O(what changed)
 - frozen.py: read-only containers for stored list items
 - listcache.py: list items this process has already read
-- schema.py: the current tables; migrations.py: how older databases reach them
+- leases.py: which writer runs a turn on a branch right now (the leases table)
+- schema.py: the current tables; migrations/: Alembic revisions from every released schema to it
 
-Code outside this package imports only the names below.
+Code outside this package imports only the names below (tests/test_layers.py checks it).
 """
 from core.storage.async_persister import AsyncSQLAlchemyPersister
 from core.storage.catalog import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
+from core.storage.leases import LeaseStore
 from core.storage.persister import SQLAlchemyPersister
 
-__all__ = ["AsyncSQLAlchemyPersister", "BranchSummary", "ConversationStore", "ConversationSummary", "SQLAlchemyPersister", "SnapshotSummary"]
+__all__ = ["AsyncSQLAlchemyPersister", "BranchSummary", "ConversationStore", "ConversationSummary", "LeaseStore",
+           "SQLAlchemyPersister", "SnapshotSummary"]

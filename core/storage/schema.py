@@ -1,6 +1,6 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema version 3, see migrations.py for how older files upgrade):
+How a snapshot is stored (schema 0004; migrations/ has how older databases reach it):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
@@ -17,7 +17,6 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

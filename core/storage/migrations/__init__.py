@@ -44,7 +44,7 @@ ADVISORY_LOCK_KEY = 0x62757272  # "burr"; any constant shared by every Burrow pr
 _ALEMBIC = threading.RLock()
 
 __all__ = ["HEAD", "SchemaStatus", "alembic_config", "head", "is_current", "print_sql", "revisions", "schema_status",
-           "stamp_legacy", "upgrade", "LATEST", "applied_versions", "apply_migrations"]
+           "stamp_legacy", "upgrade"]
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None,
@@ -179,18 +179,3 @@ def print_sql(url: str, start: str | None = None, end: str = "head", output: Tex
             raise SchemaVersionError(f"unknown schema revision {revision!r}; this release knows {sorted(_known())}")
     with _ALEMBIC:
         command.upgrade(alembic_config(url=url, output=output), f"{start}:{end}" if start else end, sql=True)
-
-
-# ---- the names core/storage/async_persister.py still imports (same meaning, in revisions) ------------
-LATEST = HEAD
-
-
-def applied_versions(conn: Connection) -> set[str]:
-    """{the database's revision} once stamped, else empty; `LATEST in applied_versions(conn)` is `is_current`."""
-    status = schema_status(conn)
-    return {status.revision} if status.stamped and status.revision else set()
-
-
-def apply_migrations(engine: Engine) -> list[str]:
-    """`upgrade`, under its old name."""
-    return upgrade(engine)
