@@ -20,6 +20,7 @@ from core.runs import RunEvent
 from ui.messages import AVATARS, render_message, shown_text
 
 WAITING = "Waiting for the first words…"
+QUEUED = "Waiting for the reply above to finish: yours goes next."
 HEARTBEAT = 0.1  # seconds of silence after which the page looks up: a rerun can end its watching then
 REDRAW_EVERY = 0.05  # at most ~20 redraws a second: each one sends the whole text so far to the browser
 _TICK = "live_heartbeat"  # a session-state key that is only ever read
@@ -49,15 +50,17 @@ class _Progress:
     seconds_shown: int = -1
 
 
-def place(service: ChatService, run: Run, prompt: str | None = None, first_words_only: bool = False) -> LiveReply:
-    """Draws the reply's frame at once, before any event: the user's message, Stop, a waiting line."""
+def place(service: ChatService, run: Run, prompt: str | None = None, first_words_only: bool = False,
+          queued: bool = False) -> LiveReply:
+    """Draws the reply's frame at once, before any event: the user's message, Stop, a waiting line
+    (`queued`: it waits for the reply drawn above it, which the page follows first)."""
     if prompt is not None:
         render_message({"role": "user", "content": prompt})
     with st.chat_message("assistant", avatar=AVATARS["assistant"]):
         st.button("Stop", icon=":material/stop_circle:", type="tertiary", key=f"chat_stop_{run.id}",
                   on_click=service.stop, args=(run.id,), help="Stop this reply; what arrived so far is kept.")
         reply = LiveReply(run, st.container(), st.empty(), st.empty(), first_words_only)
-    _waiting_line(reply, WAITING, 0)
+    _waiting_line(reply, QUEUED if queued else WAITING, 0)
     return reply
 
 

@@ -14,8 +14,8 @@ from core.chat import REFUSED, STOPPED
 from core.text import without_remote_images
 
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
-UNANSWERED = (":material/do_not_disturb_on: No reply — this message was not answered. "
-              "Retry or send a new message.")
+UNANSWERED = ":material/do_not_disturb_on: No reply — this message was not answered."
+UNANSWERED_LAST = UNANSWERED + " Retry or send a new message."  # the buttons for that are right below it
 
 
 def shown_text(text: str | None) -> str:
@@ -23,7 +23,7 @@ def shown_text(text: str | None) -> str:
     return without_remote_images(text or "")
 
 
-def render_message(message: dict[str, Any], unanswered: bool = False) -> None:
+def render_message(message: dict[str, Any], unanswered: bool = False, last: bool = False) -> None:
     """One saved message; stopped and refused replies say so, and so does a question left unanswered."""
     role = message.get("role")
     if role not in AVATARS:
@@ -35,11 +35,11 @@ def render_message(message: dict[str, Any], unanswered: bool = False) -> None:
         elif message.get("status") == REFUSED:
             st.caption(":material/shield: Refused by the safety policy: the model was not asked.")
         if unanswered and role == "user":
-            st.caption(UNANSWERED)
+            st.caption(UNANSWERED_LAST if last else UNANSWERED)
 
 
 def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = ()) -> None:
     """A conversation's messages, marking the user messages (by index) that never got a reply."""
     marked = set(unanswered)
     for index, message in enumerate(messages):
-        render_message(message, unanswered=index in marked)
+        render_message(message, unanswered=index in marked, last=index == len(messages) - 1)

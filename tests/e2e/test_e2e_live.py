@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.pages import (
-    ARTIFACTS, STOP, chat_input, conversation_button, conversation_id, echo, expect_no_traceback, messages, nav_to, open_app,
-    save_screenshot, send, sidebar, submit, wait_idle, wait_turn_done,
+    ARTIFACTS, STOP, chat_input, conversation_button, conversation_id, echo, expect_no_traceback, messages, nav_to,
+    open_app, save_screenshot, send, sidebar, submit, wait_idle, wait_turn_done,
 )
 
 pytestmark = pytest.mark.e2e

@@ -131,7 +131,7 @@ def test_a_failed_reply_shows_its_saved_reason_and_retry_after_a_reload(app, mak
     ok(app.chat_input[0].set_value("Still there?").run())
     reloaded = ok(make_app(c=app.query_params["c"]).run())  # a fresh session: only the database remembers
     assert "model server failed (500)" in reloaded.error[0].value
-    assert any("No reply" in c.value for c in reloaded.chat_message[0].caption)
+    assert any("No reply" in c.value and "Retry" in c.value for c in reloaded.chat_message[0].caption)
     ok(button(reloaded, "Retry").click().run())
     assert messages(reloaded)[-1] == ("assistant", "Echo: Still there?")
     assert not reloaded.error
@@ -159,3 +159,20 @@ def test_a_busy_server_keeps_the_message_to_send_again(make_app, monkeypatch, ll
     ok(button(other, "Send").click().run())
     assert messages(other) == [("user", "Are you free now?"), ("assistant", "Echo: Are you free now?")]
     assert not other.warning and not other.text_area
+
+
+def test_a_message_sent_while_a_reply_streams_waits_its_turn(app, llm_server, persister):
+    at = start_slow_reply(app, llm_server)
+    key = at.query_params["c"]
+    at.chat_input[0].set_value("And one more thing")
+    ok(run_for(at, 0.3))  # the first reply still streams; the second message waits below it
+    assert [m.name for m in at.chat_message] == ["user", "assistant", "user", "assistant"]
+    assert at.chat_message[2].markdown[0].value == "And one more thing"
+    assert any("reply above" in c.value for c in at.chat_message[3].caption)
+    assert len([b for b in at.button if b.label == "Stop"]) == 2
+    ok(at.run())  # a later look: everything saved, in order
+    assert messages(at) == [
+        ("user", "Tell me a long story"), ("assistant", f"Echo: Tell me a long story{TAIL}"),
+        ("user", "And one more thing"), ("assistant", f"Echo: And one more thing{TAIL}"),
+    ]
+    assert [m.get("status") for m in saved(persister, key)] == [None] * 4

@@ -46,7 +46,7 @@ def main() -> None:
     render_messages(view.messages, view.unanswered)
     replies = [live.place(service, view.run)] if view.run is not None and not view.run.done else []
     if message is not None:
-        replies += _send(service, selection, view, message)
+        replies += _send(service, selection, view, message, queued=bool(replies))
     if replies:
         for reply in replies:  # a second one waits for the first: the service runs them in turn
             live.follow(reply)
@@ -80,7 +80,8 @@ def header(service: ChatService, selection: Selection, view: ConversationView, s
                    "and fork the conversation from any step.")
 
 
-def _send(service: ChatService, selection: Selection, view: ConversationView, text: str) -> list[live.LiveReply]:
+def _send(service: ChatService, selection: Selection, view: ConversationView, text: str,
+          queued: bool = False) -> list[live.LiveReply]:
     """Starts the turn and draws its frame; a message that cannot be sent now is kept as a draft."""
     key = selection.partition_key
     try:
@@ -94,7 +95,8 @@ def _send(service: ChatService, selection: Selection, view: ConversationView, te
             st.warning(str(exc), icon=":material/edit_note:")
         return []
     _remember(run, text)
-    return [live.place(service, run, text, first_words_only=selection.summary is None)]  # a new conversation
+    fresh = selection.summary is None  # a new conversation: rerun at the first words to list it
+    return [live.place(service, run, text, first_words_only=fresh, queued=queued)]
 
 
 def _retry(service: ChatService, selection: Selection) -> str | None:
