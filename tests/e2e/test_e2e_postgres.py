@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.pages import (
-    conversation_button, conversation_id, echo, expect_no_traceback, messages, open_app, save_screenshot, send, submit,
-    wait_idle, wait_turn_done,
+    ARTIFACTS, STOP, conversation_button, conversation_id, echo, expect_no_traceback, messages, open_app,
+    save_screenshot, send, submit, wait_idle, wait_turn_done,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -79,3 +79,23 @@ def test_two_server_processes_share_and_continue_one_conversation(page: Page, co
     expect(messages(page)).to_have_count(8)
     expect(messages(page).last).to_contain_text(echo("Back to normal on server B"))
     save_screenshot(page, "21-postgres-server-a")
+
+
+def test_a_reply_written_by_the_other_server_shows_up_when_saved(page: Page, context, two_servers, model):
+    server_a, server_b = two_servers
+    open_app(page, server_a.url)
+    model.reply, model.chunk_delay = slow_for("written on A"), 0.06  # ~2.5 s
+    submit(page, "A long one written on A")
+    expect(page.locator(STOP)).to_be_visible()
+    key = conversation_id(page)
+
+    other = context.new_page()  # server B has no run of its own: it can only wait and look
+    other.goto(f"{server_b.url}/?c={key}")
+    waiting = other.get_by_test_id("stAlert").filter(has_text="A reply is being written on another server")
+    expect(waiting).to_be_visible()
+    expect(conversation_button(other, key)).to_contain_text("replying")
+    save_screenshot(other, "06-reply-on-another-server", ARTIFACTS.parent / "issue10")
+    expect(messages(other).last).to_contain_text("and more and more", timeout=15_000)  # polled, no click
+    expect(waiting).to_have_count(0)
+    expect(messages(other)).to_have_count(2)
+    wait_turn_done(page, "and more and more")
