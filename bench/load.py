@@ -3,8 +3,12 @@
 The model is the fake OpenAI server (tests/support/fake_openai.py) in a child process on loopback,
 answering every turn in a fixed time (first-byte delay + chunk delays), so what is measured on top
 of it is Burrow's own cost under concurrency: Burr steps, persistence, locking, connection pools.
-Each user is a thread running K turns through the real `openai` client. Most users have their own
-conversation; `--shared` users all write to one conversation, as several tabs would.
+Each user is a thread running K turns through the real `openai` client: it sends (the service
+starts a run on one of its worker threads and returns it at once) and follows the run's pieces to
+the end. Most users have their own conversation; `--shared` users all write to one conversation,
+as several tabs would (their turns queue on that branch's lease). The service may answer
+`--max-runs` turns at once (BURROW_MAX_RUNS; default: one per user, so no send is refused);
+a send refused as busy counts as an error.
 
 Reported per database: turns/s, p50/p99 added latency (turn wall time minus the model's fixed time;
 own-conversation turns and shared-conversation turns apart, the latter include queueing behind each
@@ -33,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.chat import ChatService
+from core.errors import BusyError
 from core.settings import Settings
 from bench.pg_server import postgres_url
 
@@ -146,10 +151,12 @@ def user_loop(service: ChatService, user: int, conversation: str, plan: Plan, de
         text = question(user, turn_index)
         began = time.perf_counter()
         try:
-            turn = service.send(conversation, text)
-            for _piece in turn:
+            run = service.send(conversation, text)  # returns at once; the turn runs on a worker thread
+            for _piece in run:  # blocks until the run is done
                 pass
-            outcome, error = turn.outcome or "failed", None if turn.error is None else str(turn.error)
+            outcome, error = run.outcome or "failed", None if run.error is None else str(run.error)
+        except BusyError as exc:  # the process is at BURROW_MAX_RUNS
+            outcome, error = "busy", str(exc)
         except Exception as exc:  # noqa: BLE001 - a load test counts every failure, whatever it is
             outcome, error = "crashed", f"{type(exc).__name__}: {exc}"
         ended = time.perf_counter()
@@ -184,7 +191,7 @@ def find_losses(database_url: str, samples: list[Sample]) -> tuple[list[str], li
         for conversation in {s.conversation for s in samples}:
             stored[conversation] = reader.open(conversation).messages
     finally:
-        reader.persister.engine.dispose()
+        reader.close()
     lost, misplaced = [], []
     for sample in samples:
         if sample.outcome != "answered":
@@ -223,7 +230,7 @@ def model_call_alone_ms(base_url: str, spec: ModelSpec, calls: int = 20) -> tupl
 def run_backend(backend: str, database_url: str, plan: Plan, base_url: str, args: argparse.Namespace,
                 workdir: Path) -> Result:
     settings = Settings(database_url=database_url, openai_base_url=base_url, openai_api_key="sk-load-test",
-                        max_retries=0, request_timeout=60,
+                        max_retries=0, request_timeout=60, max_runs=args.max_runs or plan.users,
                         tracker_project="load" if args.tracker else None, tracker_dir=str(workdir / "tracker"))
     service = ChatService.from_settings(settings)
     try:
@@ -231,7 +238,7 @@ def run_backend(backend: str, database_url: str, plan: Plan, base_url: str, args
         began, wall, samples = run_users(service, plan)
         cpu = time.process_time() - cpu_before
     finally:
-        service.persister.engine.dispose()
+        service.close()  # every run has ended by now (each user followed its own to DONE)
     lost, misplaced = find_losses(database_url, samples)
     return Result(backend, plan, began, wall, cpu, samples, lost, misplaced)
 
@@ -250,7 +257,8 @@ def added_ms(samples: list[Sample], spec: ModelSpec) -> list[float]:
 
 def report(results: list[Result], spec: ModelSpec, args: argparse.Namespace, alone: tuple[float, float]) -> None:
     print(f"model: fixed {spec.own_seconds * 1000:.0f} ms per reply ({spec.first_byte * 1000:.0f} ms to first byte, "
-          f"{spec.chunks} chunks {spec.chunk_delay * 1000:.0f} ms apart); tracker {'on' if args.tracker else 'off'}")
+          f"{spec.chunks} chunks {spec.chunk_delay * 1000:.0f} ms apart); tracker {'on' if args.tracker else 'off'}; "
+          f"BURROW_MAX_RUNS {args.max_runs or 'one per user'}")
     print(f"the bare model call (openai client + fake server, no Burrow, one at a time) adds {alone[0]:.1f} ms "
           f"(median) and costs {alone[1]:.1f} ms CPU here")
     print(f"{'backend':<9}{'users':>6}{'shared':>7}{'turns':>7}{'turns/s':>9}{'own t/s':>9}{'own p50':>9}{'own p99':>9}"
@@ -283,6 +291,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=12, help="reply chunks (at least 4)")
     parser.add_argument("--chunk-delay", type=float, default=0.01, help="model seconds between chunks")
     parser.add_argument("--max-seconds", type=float, default=300, help="no new turn starts after this")
+    parser.add_argument("--max-runs", type=int, default=None,
+                        help="BURROW_MAX_RUNS of the service (default: the number of users); with fewer, "
+                             "some sends are refused as busy and counted as errors")
     parser.add_argument("--tracker", action="store_true", help="Burr's local tracker on (to a temp folder)")
     parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
     parser.add_argument("--pg-url", help="also load this PostgreSQL database (a scratch one)")

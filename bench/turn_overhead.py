@@ -1,8 +1,9 @@
 """What a chat turn costs Burrow itself: Burr steps + persistence (+ tracker), with a model that costs ~nothing.
 
-Each turn is `ChatService.send(...)` consumed to the end (human_input, safety_check, ai_response:
-three persisted Burr steps) with `OfflineModel(word_delay=0)`, so the time measured is Burrow's
-overhead, not a model's. Conversations grow to `--turns-per-conversation` turns, so later turns
+Each turn is `ChatService.send(...)` (which starts a run on one of the service's worker threads
+and returns it at once) followed to the end of the run (human_input, safety_check, ai_response:
+three persisted Burr steps, plus the lease on the branch) with `OfflineModel(word_delay=0)`, so
+the time measured is Burrow's overhead, not a model's. Conversations grow to `--turns-per-conversation` turns, so later turns
 carry a longer history, as in real use. Runs on SQLite (a temporary file) and, when asked, on
 PostgreSQL, each with the Burr local tracker on (writing to a temporary folder) and off. The
 configurations take turns in rounds of `--round-turns`, so load from anything else on the
@@ -63,12 +64,12 @@ class Config:
             if self.turns_done % per_conversation == 0:
                 self.conversation = self.service.new_conversation_id()
             start = time.perf_counter()
-            turn = self.service.send(self.conversation, f"Question {self.turns_done}: how does a burrow stay dry?")
-            for _piece in turn:
+            run = self.service.send(self.conversation, f"Question {self.turns_done}: how does a burrow stay dry?")
+            for _piece in run:  # blocks until the run is done
                 pass
             elapsed = time.perf_counter() - start
-            if turn.outcome != "answered":
-                raise RuntimeError(f"{self.backend} turn {self.turns_done} ended {turn.outcome}: {turn.error}")
+            if run.outcome != "answered":
+                raise RuntimeError(f"{self.backend} turn {self.turns_done} ended {run.outcome}: {run.error}")
             self.turns_done += 1
             if measured:
                 self.samples.append(elapsed * 1000)
@@ -119,7 +120,7 @@ def main() -> None:
             measure(configs, args)
         finally:
             for config in configs:
-                config.service.persister.engine.dispose()
+                config.service.close()
     report(configs, model_only_ms(args.turns))
 
 
