@@ -140,9 +140,14 @@ class ChatService:
         """A run of this process by id (running, or finished recently), to attach to."""
         return self.runs.get(run_id)
 
+    def active_runs(self, partition_key: str, app_id: str | None = None) -> list[Run]:
+        """The runs of this process on this conversation (on this branch, when given), oldest first:
+        the one writing a reply, then any queued behind it."""
+        return [r for r in self.runs.active(partition_key) if app_id is None or r.app_id in (None, app_id)]
+
     def active_run(self, partition_key: str, app_id: str | None = None) -> Run | None:
-        """The run writing a reply on this conversation (on this branch, when given) in this process."""
-        runs = [r for r in self.runs.active(partition_key) if app_id is None or r.app_id in (None, app_id)]
+        """The newest run of this process on this conversation (on this branch, when given)."""
+        runs = self.active_runs(partition_key, app_id)
         return runs[-1] if runs else None
 
     def stop(self, run_id: str) -> bool:
@@ -152,6 +157,10 @@ class ChatService:
             return False
         run.stop()
         return True
+
+    def stop_elsewhere(self, partition_key: str, app_id: str | None = None) -> bool:
+        """Stops a reply another server is writing on this conversation (it notices within seconds)."""
+        return self.writers.request_stop(valid_id(partition_key), app_id)
 
     def replying(self, partition_keys: list[str]) -> set[str]:
         """Which of these conversations are writing a reply right now, here or on another server."""

@@ -114,7 +114,10 @@ class Run:
         position = after + 1
         while True:
             with self._cond:
+                finished = bool(self._events) and self._events[-1].kind is EventKind.DONE
                 if position >= len(self._events):
+                    if finished:
+                        return  # attached after the end: nothing more will come
                     self._cond.wait(heartbeat)
                 fresh = self._events[position:]
             if not fresh:

@@ -42,6 +42,7 @@ class Turn:
 
     def __init__(self, service: "ChatService", run: Run, prompt: str | None, expected_messages: int | None = None):
         self.service, self.run, self.prompt, self.expected_messages = service, run, prompt, expected_messages
+        self.saved_message = prompt is None  # a retry's message is saved already; a new one once human_input is
 
     def __call__(self) -> None:
         try:
@@ -60,6 +61,7 @@ class Turn:
                 run.publish(EventKind.NOTICE, text="Nothing to retry: this conversation already has its reply.")
                 return TurnOutcome.NOTHING_TO_RETRY
             app, container = started
+            self.saved_message = True  # stream_result ran (and persisted) human_input and safety_check first
             try:
                 for result in container:
                     run.publish(EventKind.DELTA, text=result["delta"])
@@ -131,7 +133,8 @@ class Turn:
                 kind, exc, exc_info=not isinstance(exc, BusyError))
         self.run.error = exc
         retryable = exc.retryable if isinstance(exc, LLMError) else True
-        self.run.publish(EventKind.ERROR, message=str(exc), retryable=retryable, kind=_kind(exc))
+        self.run.publish(EventKind.ERROR, message=str(exc), retryable=retryable, kind=_kind(exc),
+                         saved=self.saved_message)
         return TurnOutcome.FAILED
 
 

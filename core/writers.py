@@ -37,11 +37,13 @@ class ConversationBusyError(BusyError):
 
 @dataclasses.dataclass
 class Held:
-    """A lease this process holds; `lost` turns True if a renewal found it taken over."""
+    """A lease this process holds; `lost` turns True if a renewal found it taken over, and `cancel`
+    is set when someone on another server pressed Stop (the heartbeat brings the request)."""
 
     partition_key: str
     app_id: str
     owner: str
+    cancel: threading.Event
     waited: bool = False
     lost: bool = False
 
@@ -59,7 +61,7 @@ class WriterCoordination:
     def hold(self, partition_key: str, app_id: str, wait_limit: float, cancel: threading.Event,
              on_wait: Callable[[], None] | None = None) -> Iterator[Held]:
         """The branch's lease for the duration of the block; ConversationBusyError after `wait_limit`."""
-        held = Held(partition_key, app_id, uuid.uuid4().hex)
+        held = Held(partition_key, app_id, uuid.uuid4().hex, cancel)
         deadline = time.monotonic() + wait_limit
         while not self.leases.acquire(partition_key, app_id, held.owner, self.ttl):
             if not held.waited and on_wait is not None:
@@ -82,6 +84,10 @@ class WriterCoordination:
 
     def busy_conversations(self, partition_keys: list[str]) -> set[str]:
         return self.leases.live_partitions(partition_keys)
+
+    def request_stop(self, partition_key: str, app_id: str | None = None) -> bool:
+        """Stops a turn running anywhere on this conversation, within one heartbeat (TTL/3 seconds)."""
+        return self.leases.request_stop(partition_key, app_id)
 
     # ---- the heartbeat -----------------------------------------------------------------------
     def _keep_alive(self, held: Held) -> None:
@@ -117,3 +123,5 @@ class WriterCoordination:
                     continue
                 if not kept:
                     held.lost = True
+                elif any(kept.values()):
+                    held.cancel.set()  # Stop, pressed where this reply is watched from another server

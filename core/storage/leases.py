@@ -40,24 +40,32 @@ class LeaseStore:
         now = time.time()
         insert = (postgresql.insert if self.database.dialect == "postgresql" else sqlite.insert)(_leases)
         statement = insert.values(partition_key=partition_key, app_id=app_id, owner=owner, acquired_at=now,
-                                  expires_at=now + ttl).on_conflict_do_update(
+                                  expires_at=now + ttl, stop_requested=False).on_conflict_do_update(
             index_elements=[_leases.c.partition_key, _leases.c.app_id],
             set_=dict(owner=insert.excluded.owner, acquired_at=insert.excluded.acquired_at,
-                      expires_at=insert.excluded.expires_at),
+                      expires_at=insert.excluded.expires_at, stop_requested=False),
             where=or_(_leases.c.expires_at < now, _leases.c.owner == insert.excluded.owner),
         ).returning(_leases.c.owner)
         return self.database.write(lambda conn: conn.execute(statement).first() is not None)
 
-    def renew(self, owner: str, branches: list[tuple[str, str]], ttl: float) -> set[tuple[str, str]]:
+    def renew(self, owner: str, branches: list[tuple[str, str]], ttl: float) -> dict[tuple[str, str], bool]:
         """Extends `owner`'s leases on `branches`; returns the ones it still holds (others were taken
-        over after they expired)."""
+        over after they expired), each with whether someone asked for its turn to stop."""
         if not branches:
-            return set()
+            return {}
         statement = (update(_leases).where(_leases.c.owner == owner,
                                           tuple_(_leases.c.partition_key, _leases.c.app_id).in_(branches))
                      .values(expires_at=time.time() + ttl)
-                     .returning(_leases.c.partition_key, _leases.c.app_id))
-        return self.database.write(lambda conn: {tuple(row) for row in conn.execute(statement)})
+                     .returning(_leases.c.partition_key, _leases.c.app_id, _leases.c.stop_requested))
+        return self.database.write(lambda conn: {(key, app): bool(stop) for key, app, stop in conn.execute(statement)})
+
+    def request_stop(self, partition_key: str, app_id: str | None = None) -> bool:
+        """Asks whoever runs a turn on this conversation (one branch, or any) to stop; False if nobody does."""
+        where = [_leases.c.partition_key == partition_key, _leases.c.expires_at >= time.time()]
+        if app_id is not None:
+            where.append(_leases.c.app_id == app_id)
+        statement = update(_leases).where(*where).values(stop_requested=True)
+        return self.database.write(lambda conn: conn.execute(statement).rowcount > 0)
 
     def release(self, partition_key: str, app_id: str, owner: str) -> None:
         statement = delete(_leases).where(_leases.c.partition_key == partition_key, _leases.c.app_id == app_id,

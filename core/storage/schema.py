@@ -114,6 +114,7 @@ class Lease(Base):
     owner: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[float] = mapped_column(Double)  # seconds since the epoch, the writer's clock
     expires_at: Mapped[float] = mapped_column(Double)
+    stop_requested: Mapped[bool] = mapped_column(default=False)  # Stop pressed on another server
 
 
 TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease)]

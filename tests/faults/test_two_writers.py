@@ -325,3 +325,23 @@ def test_tracker_folders_are_created_without_a_race(tmp_path):
         for thread in threads:
             thread.join(10)
         assert failures == [] and len(list((tmp_path / str(round_) / "burrow").iterdir())) == 16
+
+
+def test_stop_pressed_on_another_server_stops_the_reply(make_service, llm_server):
+    """B shows A's reply as being written elsewhere; B's Stop reaches A through the lease's heartbeat."""
+    a, b = make_service(), make_service()
+    pk = a.new_conversation_id()
+    llm_server.reply, llm_server.chunk_delay = LONG, 0.2  # 6 s of streaming
+    run = a.send(pk, "a long one")
+    deadline = threading.Event()
+    while not run.text and not deadline.wait(0.05):
+        pass
+    view = b.open(pk)
+    assert view.replying_elsewhere and view.run is None and view.unanswered == ()
+    assert pk in b.replying([pk, "someone-else"])
+    assert b.stop_elsewhere(pk)
+    assert run.wait(5) and run.outcome == "stopped"  # within a heartbeat, long before the 6 s reply ends
+    last = b.open(pk).messages[-1]
+    assert last["status"] == "stopped" and last["content"] == run.text and len(run.text.split()) < 30
+    assert not b.stop_elsewhere(pk)  # nobody is writing any more
+    assert not b.open(pk).replying_elsewhere

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(64), nullable=False),
         sa.Column("acquired_at", sa.Double, nullable=False),
         sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("stop_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.add_column("burrow_snapshots", sa.Column("error", sa.Text, nullable=True))  # in place on both databases
 
