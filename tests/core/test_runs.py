@@ -187,7 +187,7 @@ def test_the_run_limit_refuses_clearly_and_frees_up(make):
     first.stop()
     assert first.wait(10) and first.outcome == "stopped"
     deadline = time.monotonic() + 5
-    while len(service.runs.active()) > 1:  # the worker gives its slot back just after DONE
+    while len(service.runs.active()) > 1:  # the worker gives its slot back just after DONE (see below)
         assert time.monotonic() < deadline, "a finished run kept its slot"
         time.sleep(0.01)
     third = service.send(service.new_conversation_id(), "now there is room")
@@ -195,14 +195,33 @@ def test_the_run_limit_refuses_clearly_and_frees_up(make):
     assert second.wait(20) and second.outcome == "answered"
 
 
+class SlowWorkers:
+    """The run manager's lock, reached a little later by worker threads: a busy machine's scheduling,
+    made certain. Nothing else changes; a worker takes this lock only after its run is done."""
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    def __enter__(self):
+        if threading.current_thread().name.startswith("burrow-run-"):
+            time.sleep(0.05)
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+
 @pytest.mark.timeout(30)
-def test_a_slot_is_free_as_soon_as_a_waiter_sees_its_run_done(make):
-    """A client that waited for its run and sends the next message at once is never told "busy":
-    with BURROW_MAX_RUNS=1 that is every sequential conversation."""
+def test_a_slot_is_free_as_soon_as_a_waiter_sees_its_run_done(make, monkeypatch):
+    """A client that waited for its run and sends the next message at once must not be told "busy"
+    (with BURROW_MAX_RUNS=1 that is every conversation typed one message after another). The worker
+    publishes DONE before it gives its slot back, so a waiter can wake up in between: about 1 send
+    in 1,500 on an idle machine; here the worker is made to reach that step 50 ms late."""
     service = make(word_delay=0, max_runs=1)
+    monkeypatch.setattr(service.runs, "_lock", SlowWorkers(service.runs._lock))
     pk = service.new_conversation_id()
-    for index in range(200):
-        run = service.send(pk if index % 20 else (pk := service.new_conversation_id()), f"turn {index}")
+    for index in range(3):
+        run = service.send(pk, f"turn {index}")
         assert run.wait(10) and run.outcome == "answered", (run.outcome, run.error)
 
 
