@@ -176,3 +176,15 @@ def test_a_message_sent_while_a_reply_streams_waits_its_turn(app, llm_server, pe
         ("user", "And one more thing"), ("assistant", f"Echo: And one more thing{TAIL}"),
     ]
     assert [m.get("status") for m in saved(persister, key)] == [None] * 4
+
+
+def test_stop_on_a_page_reaches_a_reply_written_on_another_server(make_app, llm_server, service, persister):
+    slow(llm_server, delay=0.1)
+    key = service.new_conversation_id()
+    run = service.send(key, "Write a lot on the other server")
+    wait_for(lambda: run.text, what="the other server's first words")
+    at = ok(make_app(c=key).run())
+    assert any("another server" in i.value for i in at.info)
+    ok(button(at, "Stop").click().run())
+    assert run.wait(5) and run.outcome == "stopped"  # the other server saw the request at its next heartbeat
+    assert saved(persister, key)[-1].get("status") == STOPPED

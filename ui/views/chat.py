@@ -44,7 +44,8 @@ def main() -> None:
     view = service.open(selection.partition_key, selection.app_id)
     header(service, selection, view, starting=message is not None)
     render_messages(view.messages, view.unanswered)
-    replies = [live.place(service, view.run)] if view.run is not None and not view.run.done else []
+    running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
+    replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
     if message is not None:
         replies += _send(service, selection, view, message, queued=bool(replies))
     if replies:
@@ -120,6 +121,9 @@ def _wait_elsewhere(service: ChatService, partition_key: str) -> None:
     if partition_key not in service.replying([partition_key]):
         st.rerun()
     st.info(ELSEWHERE, icon=":material/hourglass_top:")
+    st.button("Stop", icon=":material/stop_circle:", type="tertiary", key="chat_stop_elsewhere",
+              help="Stops the reply on the server writing it; what arrived is kept, marked stopped.",
+              on_click=service.stop_elsewhere, args=(partition_key,))
 
 
 def status(service: ChatService, selection: Selection, view: ConversationView) -> None:
