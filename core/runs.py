@@ -151,8 +151,9 @@ class RunManager:
         self._lock = threading.Lock()
         self._closed = False
 
-    def start(self, run: Run, work: Callable[[Run], None]) -> Run:
-        """Runs `work(run)` on a new worker thread; BusyError when the process is at its limit or closing."""
+    def start(self, run: Run, work: Callable[[Run], str]) -> Run:
+        """Runs `work(run)` (returning the outcome) on a new worker thread; BusyError when the process is
+        at its limit or closing."""
         with self._lock:
             if self._closed:
                 raise BusyError("Burrow is shutting down and takes no new messages; try again in a moment.")
@@ -165,21 +166,22 @@ class RunManager:
         worker.start()
         return run
 
-    def _execute(self, run: Run, work: Callable[[Run], None]) -> None:
+    def _execute(self, run: Run, work: Callable[[Run], str]) -> None:
+        """Runs the work, which returns the run's outcome; the slot is given back before DONE is
+        published, so a client that saw DONE can start its next run at once."""
+        outcome = "failed"
         try:
-            work(run)
+            outcome = work(run)
         except BaseException:  # a bug in the turn: the run must still end, and say so
             log.exception("Run %s on conversation %s ended with an unexpected error", run.id, run.partition_key)
             run.publish(EventKind.ERROR, message="Something went wrong while answering; try again.", retryable=True)
-            run.finish("failed")
         finally:
-            if not run.done:
-                run.finish(run.outcome or "failed")
             with self._lock:
                 self._active.pop(run.id, None)
                 self._finished[run.id] = run
                 while len(self._finished) > self.keep_finished:
                     self._finished.popitem(last=False)
+            run.finish(outcome)
 
     def get(self, run_id: str) -> Run | None:
         with self._lock:

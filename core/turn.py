@@ -44,12 +44,13 @@ class Turn:
         self.service, self.run, self.prompt, self.expected_messages = service, run, prompt, expected_messages
         self.saved_message = prompt is None  # a retry's message is saved already; a new one once human_input is
 
-    def __call__(self) -> None:
+    def __call__(self) -> str:
+        """Runs the turn; returns its outcome (the run manager publishes it as the run's last event)."""
         try:
             outcome = self._run()
         except (LLMError, StorageError, BusyError) as exc:
             outcome = self._fail(exc)
-        self.run.finish(outcome.value)
+        return outcome.value
 
     def _run(self) -> TurnOutcome:
         run, service = self.run, self.service
