@@ -12,9 +12,9 @@ from collections.abc import Iterator, Sequence
 from burr.core import Application
 from burr.core.persistence import BaseStatePersister
 
-from core.app import build_application
+from core.app import TURN, build_application
 
-REPLY_ACTIONS = ["ai_response", "unsafe_response"]
+REPLY_ACTIONS = sorted(TURN.reply_actions)  # read off the graph (core/app.py)
 SAVES_PER_TURN = 3  # human_input, safety_check, ai_response
 MESSAGE_BYTES = 600
 
