@@ -55,7 +55,8 @@ class Turn:
     def _run(self) -> TurnOutcome:
         run, service = self.run, self.service
         run.app_id = run.app_id or service.latest_branch(run.partition_key) or first_branch_id(run.partition_key)
-        wait_limit = service.settings.request_timeout * 2
+        # Long enough for a reply elsewhere to finish, and always for a dead writer's lease to expire.
+        wait_limit = max(service.settings.request_timeout * 2, service.writers.ttl * 2)
         with service.writers.hold(run.partition_key, run.app_id, wait_limit, run.cancel, on_wait=self._waiting):
             started = self._start()
             if started is None:
