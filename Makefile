@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench load clean
+.PHONY: run serve test bench load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m streamlit run ui/Home.py
+
+serve: $(STAMP)
+	$(BIN)/python -m server
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

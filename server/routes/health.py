@@ -1,0 +1,25 @@
+"""Liveness and readiness."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from core.chat import ChatService
+from core.errors import StorageError
+from server.deps import get_service
+from server.errors import STORAGE_RETRY_AFTER, problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(service: ChatService = Depends(get_service)):
+    try:
+        service.ping()
+    except StorageError as exc:
+        return problem(503, f"The database is not reachable: {exc}", {"Retry-After": STORAGE_RETRY_AFTER})
+    return {"status": "ready"}

@@ -1,0 +1,34 @@
+"""Runs: re-attach to a run's events (SSE, honouring Last-Event-ID) and stop it."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from core.chat import ChatService
+from server.deps import get_service
+from server.errors import ApiProblem
+from server.sse import last_event_id, stream_response
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+
+def _run(service: ChatService, run_id: str):
+    run = service.run(run_id)
+    if run is None:
+        raise ApiProblem(404, f"No run {run_id!r:.60} in this server (unknown, or finished long ago).")
+    return run
+
+
+@router.get("/{run_id}/events")
+def run_events(run_id: str, request: Request, after: int | None = Query(None, ge=-1),
+               service: ChatService = Depends(get_service)):
+    """The events after Last-Event-ID (or `after`), then the live tail, ending with `done`."""
+    run = _run(service, run_id)
+    return stream_response(run, last_event_id(request, after), request.app.state.keepalive)
+
+
+@router.post("/{run_id}/stop", status_code=202)
+def stop_run(run_id: str, service: ChatService = Depends(get_service)):
+    run = _run(service, run_id)
+    if not service.stop(run_id):
+        raise ApiProblem(409, "This run has already finished.", run_id=run.id, outcome=run.outcome)
+    return {"run_id": run.id, "stopping": True}

@@ -1,0 +1,91 @@
+"""A run's events as Server-Sent Events, and as one JSON answer for clients that do not stream.
+
+`run.events()` blocks, so it is read on a worker thread (anyio), one short wait at a time: the event
+loop never blocks, a client that hangs up is noticed within a second, and the run goes on without it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from core.chat import EventKind, Run
+from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem
+
+POLL = 1.0  # seconds a worker thread waits for an event before handing control back
+LLM_TIMEOUTS = {"timeout"}
+
+
+def wants_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+def last_event_id(request: Request, after: int | None = None) -> int:
+    """Where a re-attaching client stands: the Last-Event-ID header (or `?after=`); -1 for the start."""
+    raw = request.headers.get("last-event-id")
+    if raw is not None and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    return after if after is not None else -1
+
+
+def encode(event_id: int, kind: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
+
+
+async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
+    silent_since = time.monotonic()
+    async for event in iterate_in_threadpool(run.events(after=after, heartbeat=min(POLL, keepalive))):
+        if event is None:
+            if time.monotonic() - silent_since >= keepalive:
+                silent_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            continue
+        silent_since = time.monotonic()
+        yield encode(event.index, event.kind.value, {"run_id": run.id, **event.data})
+
+
+def stream_response(run: Run, after: int, keepalive: float, headers: dict[str, str] | None = None,
+                    status_code: int = 200) -> StreamingResponse:
+    return StreamingResponse(event_stream(run, after, keepalive), status_code=status_code,
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                      "X-Burrow-Run": run.id, **(headers or {})})
+
+
+def run_result(run: Run) -> dict[str, Any]:
+    """Blocks until the run is done (call on a worker thread): its outcome, reply and sequence id,
+    or ApiProblem for a failed turn (502/504 for the model, 503 database, 429 busy, 409 conflict)."""
+    completed: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
+    outcome = None
+    for event in run.events():
+        if event is None:
+            continue
+        if event.kind is EventKind.COMPLETED:
+            completed = event.data
+        elif event.kind is EventKind.ERROR:
+            error = event.data
+        elif event.kind is EventKind.DONE:
+            outcome = event.data.get("outcome")
+    if error is not None and not completed:
+        kind = error.get("kind", "unknown")
+        extra = {"run_id": run.id, "kind": kind, "retryable": error.get("retryable", True),
+                 "saved": error.get("saved")}
+        if kind == "storage":
+            raise ApiProblem(503, error["message"], headers={"Retry-After": STORAGE_RETRY_AFTER}, **extra)
+        if kind == "busy":
+            raise ApiProblem(429, error["message"], headers={"Retry-After": BUSY_RETRY_AFTER}, **extra)
+        if kind == "conflict":
+            raise ApiProblem(409, error["message"], **extra)
+        raise ApiProblem(504 if kind in LLM_TIMEOUTS else 502, error["message"], **extra)
+    return {"run_id": run.id, "outcome": outcome, "message": completed.get("message"),
+            "sequence_id": completed.get("sequence_id"), "branch": run.app_id}
+
+
+def json_result(run: Run, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(run_result(run), status_code=status_code)
