@@ -10,7 +10,7 @@ from core.chat import ChatService
 from core.logs import configure_logging
 from core.settings import Settings
 from server import errors
-from server.routes import conversations, health, runs
+from server.routes import conversations, health, openai, runs
 
 KEEPALIVE = 15.0  # seconds of silence before an SSE stream sends a `: keep-alive` comment
 
@@ -36,4 +36,5 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(runs.router)
+    app.include_router(openai.router)
     return app
