@@ -46,7 +46,7 @@ def start_conversation(page: Page, base_url: str, *texts: str) -> str:
 def test_two_turns_stream_and_survive_a_reload(page: Page, app_server, model):
     open_app(page, app_server.url)
     expect(page.locator(".stMarkdownBadge").filter(has_text=f"{MODEL_NAME} via 127.0.0.1").first).to_be_visible()
-    model.chunk_delay = 0.03  # a 15-word reply then takes ~0.5 s to arrive, piece by piece
+    model.chunk_delay = 0.08  # a 15-word reply then takes ~1.2 s to arrive, piece by piece
     page.evaluate(RECORD_REPLY_TEXTS)
     first = f"Plan a picnic {tag()} for four people with sandwiches fruit and cold lemonade please"
     send(page, first)

@@ -18,6 +18,7 @@ from sqlalchemy import event, text
 from core.errors import SnapshotConflictError, StorageError
 from core.storage import AsyncSQLAlchemyPersister, ConversationStore, SQLAlchemyPersister
 from core.storage.engine import async_url
+from tests.support.loops import LoopThread, run_async
 
 BIG = "long text " * 200  # stored in a row of its own
 
@@ -48,7 +49,7 @@ class OnOneLoop:
     checks both persisters."""
 
     def __init__(self, persister: AsyncSQLAlchemyPersister):
-        self.persister, self.runner = persister, asyncio.Runner()
+        self.persister, self.runner = persister, LoopThread()
 
     def __getattr__(self, name: str):
         attribute = getattr(self.persister, name)
@@ -219,8 +220,8 @@ async def run_turns(url: str, turns: range) -> None:
 
 def test_an_async_burr_app_on_the_async_persister_reloads_with_the_sync_one(db_url):
     url = str(async_url(db_url))
-    asyncio.run(run_turns(url, range(3)))
-    asyncio.run(run_turns(url, range(3, 5)))  # another event loop, another engine: a restarted server
+    run_async(run_turns(url, range(3)))
+    run_async(run_turns(url, range(3, 5)))  # another event loop, another engine: a restarted server
     expected = []
     for turn in range(5):
         expected += [user(f"question {turn}"), {"role": "assistant", "content": f"echo: question {turn}"}]
@@ -251,7 +252,7 @@ def test_sqlite_pragmas_apply_to_aiosqlite_connections(sqlite_url):
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")})
 
-    assert asyncio.run(pragmas()) == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 15000}
+    assert run_async(pragmas()) == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 15000}
 
 
 async def save_concurrently(persister: AsyncSQLAlchemyPersister, conversations: int, saves: int) -> None:
@@ -272,7 +273,7 @@ def test_concurrent_saves_on_one_event_loop_all_land(db_url):
             await persister.initialize()
             await save_concurrently(persister, conversations=8, saves=12)
 
-    asyncio.run(run())
+    run_async(run())
     sync = SQLAlchemyPersister.from_url(db_url)
     try:
         assert ConversationStore(sync).count() == 8
@@ -293,7 +294,7 @@ def test_async_in_memory_sqlite_is_one_database_for_every_coroutine(url):
             assert sorted(await persister.list_app_ids("conv-3")) == ["main"]
             assert (await persister.load("conv-5", None))["state"]["n"] == 9
 
-    asyncio.run(run())
+    run_async(run())
 
 
 def test_psycopg_binary_results_apply_to_the_async_engine(pg_url):
@@ -313,7 +314,7 @@ def test_psycopg_binary_results_apply_to_the_async_engine(pg_url):
             persister.list_cache.clear()
             assert (await persister.load("c", "a"))["state"]["chat_history"] == history
 
-    asyncio.run(run())
+    run_async(run())
     assert formats and set(formats) == {1}  # 1: binary
 
 
@@ -328,9 +329,9 @@ def test_errors_become_burrows_errors_without_the_password(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     with pytest.raises(StorageError, match="unable to open database file.*folder exists"):
-        asyncio.run(open_and_initialize(f"sqlite+aiosqlite:///{blocked}/burrow.db"))
+        run_async(open_and_initialize(f"sqlite+aiosqlite:///{blocked}/burrow.db"))
     with pytest.raises(StorageError, match="connect") as caught:
-        asyncio.run(open_and_initialize("postgresql+psycopg://burrow:s3cret@127.0.0.1:1/burrow?connect_timeout=2"))
+        run_async(open_and_initialize("postgresql+psycopg://burrow:s3cret@127.0.0.1:1/burrow?connect_timeout=2"))
     assert "s3cret" not in str(caught.value) and "127.0.0.1:1/burrow" in str(caught.value)
 
 
@@ -358,4 +359,4 @@ def test_a_read_only_file_fails_clearly_and_recovers_without_a_restart(sqlite_ur
             await persister.save("c", "a", 0, "human_input", turn_state([user("yes")]), "completed")
             assert (await persister.load("c", "a"))["state"]["chat_history"] == [user("yes")]
 
-    asyncio.run(run())
+    run_async(run())
