@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from core.chat import EventKind, Run
+from core.runs import RunEvent
 from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem
 
 POLL = 1.0  # seconds a worker thread waits for an event before handing control back
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
 LLM_TIMEOUTS = {"timeout"}
 
 
@@ -37,16 +39,23 @@ def encode(event_id: int, kind: str, data: dict[str, Any]) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
 
 
-async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
+async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEvent | None]:
+    """The run's events after `after`, read off the event loop; None after each `keepalive` seconds
+    of silence (the caller sends a keep-alive comment then)."""
     silent_since = time.monotonic()
     async for event in iterate_in_threadpool(run.events(after=after, heartbeat=min(POLL, keepalive))):
         if event is None:
             if time.monotonic() - silent_since >= keepalive:
                 silent_since = time.monotonic()
-                yield ": keep-alive\n\n"
+                yield None
             continue
         silent_since = time.monotonic()
-        yield encode(event.index, event.kind.value, {"run_id": run.id, **event.data})
+        yield event
+
+
+async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
+    async for event in watched(run, after, keepalive):
+        yield KEEPALIVE if event is None else encode(event.index, event.kind.value, {"run_id": run.id, **event.data})
 
 
 def stream_response(run: Run, after: int, keepalive: float, headers: dict[str, str] | None = None,

@@ -14,12 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool
 
 from core.chat import ChatService, EventKind, Run
 from server.deps import conversation_id, get_service
 from server.errors import ApiProblem
-from server.sse import POLL, run_result
+from server.sse import KEEPALIVE, run_result, watched
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 HEADER = "X-Burrow-Conversation"
@@ -55,15 +54,10 @@ def _chunk(run: Run, model: str, created: int, delta: dict[str, Any], finish: st
 async def _stream(run: Run, model: str, keepalive: float) -> AsyncIterator[str]:
     created = int(time.time())
     yield _chunk(run, model, created, {"role": "assistant", "content": ""})
-    silent_since = time.monotonic()
-    async for event in iterate_in_threadpool(run.events(heartbeat=min(POLL, keepalive))):
+    async for event in watched(run, -1, keepalive):
         if event is None:
-            if time.monotonic() - silent_since >= keepalive:
-                silent_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            continue
-        silent_since = time.monotonic()
-        if event.kind is EventKind.DELTA:
+            yield KEEPALIVE
+        elif event.kind is EventKind.DELTA:
             yield _chunk(run, model, created, {"content": event.data["text"]})
         elif event.kind is EventKind.ERROR:
             error = {"message": event.data.get("message"), "type": event.data.get("kind", "error"), "code": None}
