@@ -90,4 +90,24 @@ def restartable_pg(request: pytest.FixtureRequest) -> Iterator[tuple[PostgreSQLE
 
 def ensure_running(server: PostgreSQLExecutor) -> None:
     if not server.running():
-        server.start()
+        start_and_wait(server)
+
+
+def start_and_wait(server: PostgreSQLExecutor, within: float = 30.0) -> None:
+    """Starts the server and waits until it accepts connections: pg_ctl may return while PostgreSQL
+    still answers "the database system is starting up"."""
+    import time
+
+    import psycopg
+
+    server.start()
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            psycopg.connect(host=server.host, port=int(server.port), user=server.user, dbname="postgres",
+                            connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)

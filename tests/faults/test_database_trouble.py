@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from core.chat import ChatService
 from core.errors import StorageError
-from tests.faults.conftest import PG_PASSWORD, SECRET_KEY, service_settings
+from tests.faults.conftest import PG_PASSWORD, SECRET_KEY, service_settings, start_and_wait
 from tests.support.net import free_port
 
 
@@ -235,7 +235,7 @@ def test_postgres_going_down_mid_session_and_coming_back(build_service, restarta
     assert_clear(caught.value, "not available")
     with pytest.raises(StorageError):
         service.conversations()
-    server.start()
+    start_and_wait(server)
     assert stored_rows(url)["burrow_snapshots"] == 3  # nothing half-written
     turn = chat(service, pk, "after the outage")  # the same object: the pool reconnects
     assert turn.outcome == "answered", turn.error
@@ -256,7 +256,7 @@ def test_postgres_going_down_while_the_reply_streams(build_service, llm_server, 
             server.stop()
     assert turn.outcome == "failed"
     assert_clear(turn.error, "not available")
-    server.start()
+    start_and_wait(server)
     llm_server.chunk_delay = 0
     view = service.open(turn.partition_key)
     assert view.messages == [{"role": "user", "content": "stream please"}] and view.pending_step == "ai_response"
