@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e.pages import (
     MODEL_NAME, chat_input, conversation_button, conversation_id, echo, expect_no_traceback, messages, nav_to, open_app,
@@ -101,9 +102,17 @@ def test_new_chat_then_switch_back_through_the_sidebar(page: Page, app_server):
 def history_rows(page: Page) -> list[dict[str, str]]:
     """The History table's rows, read through its own "Download as CSV" button."""
     table = page.get_by_test_id("stDataFrame")
-    table.hover()
-    with page.expect_download() as download:
-        table.get_by_role("button", name="Download as CSV").click()
+    for attempt in range(5):  # the toolbar shows on hover; a rerun redrawing the page can move it away
+        table.scroll_into_view_if_needed()
+        table.hover()
+        try:
+            with page.expect_download(timeout=5_000) as download:
+                table.get_by_role("button", name="Download as CSV").click(timeout=5_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 4:
+                raise
+            wait_idle(page)
     with open(download.value.path(), encoding="utf-8-sig", newline="") as handle:
         return list(csv.DictReader(handle))
 
