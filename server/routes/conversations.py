@@ -6,13 +6,15 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from core.chat import ChatService, Run
 from server.deps import conversation_id, get_service
 from server.errors import ApiProblem
+from server.schemas import (INT64, Conversation, ConversationPage, Fork, Messages, MessageText, SendResult, StepDetail,
+                            Steps, problems, streams)
 from server.sse import json_result, run_result, stream_response, wants_stream
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -27,9 +29,9 @@ class ConversationPatch(BaseModel):
 
 
 class NewMessage(BaseModel):
-    content: str
+    content: MessageText
     branch: str | None = None
-    expected_sequence_id: int | None = None
+    expected_sequence_id: int | None = Field(None, ge=-INT64, le=INT64)
 
 
 class RetryRequest(BaseModel):
@@ -38,7 +40,7 @@ class RetryRequest(BaseModel):
 
 class ForkRequest(BaseModel):
     branch: str
-    sequence_id: int = Field(..., ge=0)
+    sequence_id: int = Field(..., ge=0, le=INT64)
 
 
 def summary(item: Any, replying: bool | None = None) -> dict[str, Any]:
@@ -65,7 +67,7 @@ def _found(service: ChatService, request: Request, cid: str) -> dict[str, Any]:
     return pending
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=Conversation, responses=problems(400, 422))
 def create_conversation(request: Request, response: Response, body: NewConversation | None = None):
     service: ChatService = request.app.state.service
     now = datetime.now(timezone.utc)
@@ -78,8 +80,8 @@ def create_conversation(request: Request, response: Response, body: NewConversat
     return jsonable_encoder({k: v for k, v in item.items() if k != "custom_title"})
 
 
-@router.get("")
-def list_conversations(q: str = "", limit: int = Query(50, ge=1, le=200), cursor: int | None = None,
+@router.get("", response_model=ConversationPage, responses=problems(422))
+def list_conversations(q: str = "", limit: int = Query(50, ge=1, le=200), cursor: int | None = Query(None, ge=-INT64, le=INT64),
                        service: ChatService = Depends(get_service)):
     items = service.conversations(q, limit, cursor)
     replying = service.replying([item.partition_key for item in items]) if items else set()
@@ -87,13 +89,13 @@ def list_conversations(q: str = "", limit: int = Query(50, ge=1, le=200), cursor
                              "next_cursor": items[-1].activity if len(items) == limit else None})
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", response_model=Conversation, responses=problems(404, 422))
 def get_conversation(request: Request, cid: str = Depends(conversation_id),
                      service: ChatService = Depends(get_service)):
     return jsonable_encoder({k: v for k, v in _found(service, request, cid).items() if k != "custom_title"})
 
 
-@router.patch("/{conversation_id}")
+@router.patch("/{conversation_id}", response_model=Conversation, responses=problems(400, 404, 422))
 def rename_conversation(body: ConversationPatch, request: Request, cid: str = Depends(conversation_id),
                         service: ChatService = Depends(get_service)):
     pending = pending_of(request).get(cid)
@@ -105,7 +107,7 @@ def rename_conversation(body: ConversationPatch, request: Request, cid: str = De
     return get_conversation(request, cid, service)
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete("/{conversation_id}", status_code=204, response_class=Response, responses=problems(404, 422))
 def delete_conversation(request: Request, cid: str = Depends(conversation_id),
                         service: ChatService = Depends(get_service)):
     was_pending = pending_of(request).pop(cid, None) is not None
@@ -114,7 +116,7 @@ def delete_conversation(request: Request, cid: str = Depends(conversation_id),
     return Response(status_code=204)
 
 
-@router.get("/{conversation_id}/messages")
+@router.get("/{conversation_id}/messages", response_model=Messages, responses=problems(404, 422))
 def get_messages(request: Request, branch: str | None = None, cid: str = Depends(conversation_id),
                  service: ChatService = Depends(get_service)):
     view = service.open(cid, branch)
@@ -145,7 +147,8 @@ def _title_after_first_turn(service: ChatService, cid: str, title: str, run: Run
     threading.Thread(target=work, name=f"burrow-api-title-{cid[:8]}", daemon=True).start()
 
 
-@router.post("/{conversation_id}/messages")
+@router.post("/{conversation_id}/messages", response_model=SendResult,
+             responses=streams(400, 404, 409, 413, 422, 429, 502, 504))
 def send_message(body: NewMessage, request: Request, cid: str = Depends(conversation_id),
                  service: ChatService = Depends(get_service)):
     limit = service.settings.max_message_chars
@@ -166,7 +169,8 @@ def send_message(body: NewMessage, request: Request, cid: str = Depends(conversa
     return _answer(request, run)
 
 
-@router.post("/{conversation_id}/retry")
+@router.post("/{conversation_id}/retry", response_model=SendResult,
+             responses=streams(400, 404, 409, 422, 429, 502, 504))
 def retry(request: Request, body: RetryRequest | None = None, cid: str = Depends(conversation_id),
           service: ChatService = Depends(get_service)):
     if service.conversation(cid) is None:
@@ -192,8 +196,8 @@ def _branch(service: ChatService, cid: str, branch: str | None) -> str:
     return branch
 
 
-@router.get("/{conversation_id}/steps")
-def list_steps(branch: str | None = None, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500),
+@router.get("/{conversation_id}/steps", response_model=Steps, responses=problems(404, 422))
+def list_steps(branch: str | None = None, offset: int = Query(0, ge=0, le=INT64), limit: int = Query(100, ge=1, le=500),
                cid: str = Depends(conversation_id), service: ChatService = Depends(get_service)):
     app_id = _branch(service, cid, branch)
     items = service.snapshots(cid, app_id, offset, limit)
@@ -201,8 +205,8 @@ def list_steps(branch: str | None = None, offset: int = Query(0, ge=0), limit: i
                              "items": [dataclasses.asdict(item) for item in items]})
 
 
-@router.get("/{conversation_id}/steps/{sequence_id}")
-def get_step(sequence_id: int, branch: str | None = None, cid: str = Depends(conversation_id),
+@router.get("/{conversation_id}/steps/{sequence_id}", response_model=StepDetail, responses=problems(404, 422))
+def get_step(sequence_id: int = Path(..., ge=-INT64, le=INT64), branch: str | None = None, cid: str = Depends(conversation_id),
              service: ChatService = Depends(get_service)):
     app_id = _branch(service, cid, branch)
     view = service.snapshot(cid, app_id, sequence_id)
@@ -213,7 +217,8 @@ def get_step(sequence_id: int, branch: str | None = None, cid: str = Depends(con
                              "next_action": view.next_action}, custom_encoder={bytes: repr})
 
 
-@router.post("/{conversation_id}/forks", status_code=201)
+@router.post("/{conversation_id}/forks", status_code=201, response_model=Fork,
+             responses=problems(400, 404, 422))
 def fork(body: ForkRequest, cid: str = Depends(conversation_id), service: ChatService = Depends(get_service)):
     app_id = _branch(service, cid, body.branch)
     if service.snapshot(cid, app_id, body.sequence_id) is None:

@@ -7,16 +7,17 @@ from core.chat import ChatService
 from core.errors import StorageError
 from server.deps import get_service
 from server.errors import STORAGE_RETRY_AFTER, problem
+from server.schemas import Health, problems
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Health, responses=problems())
 def readyz(service: ChatService = Depends(get_service)):
     try:
         service.ping()

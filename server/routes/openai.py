@@ -18,16 +18,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.chat import ChatService, EventKind, Run
 from server.deps import conversation_id, get_service
 from server.errors import ApiProblem
+from server.schemas import ChatCompletion, ModelList, problems, streams
 from server.sse import KEEPALIVE, run_result, watched
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 HEADER = "X-Burrow-Conversation"
 
 
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str | None = None
-    messages: list[dict[str, Any]] = Field(..., min_length=1)
+    messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
 
 
@@ -39,7 +46,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList)
 def models(service: ChatService = Depends(get_service)):
     return {"object": "list", "data": [{"id": service.settings.model, "object": "model", "created": 0,
                                         "owned_by": "burrow"}]}
@@ -67,9 +74,10 @@ async def _stream(run: Run, model: str, keepalive: float) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses=streams(400, 404, 413, 422, 429, 502, 504))
 def chat_completions(body: ChatCompletionRequest, request: Request, service: ChatService = Depends(get_service)):
-    prompt = next((_text(m.get("content")) for m in reversed(body.messages) if m.get("role") == "user"), None)
+    prompt = next((_text(m.content) for m in reversed(body.messages) if m.role == "user"), None)
     if prompt is None:
         raise ApiProblem(422, "The request has no user message to send.")
     limit = service.settings.max_message_chars

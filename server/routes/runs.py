@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
 from core.chat import ChatService
 from server.deps import get_service
 from server.errors import ApiProblem
+from server.schemas import SSE, StopAccepted, problems
 from server.sse import last_event_id, stream_response
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
@@ -18,7 +20,8 @@ def _run(service: ChatService, run_id: str):
     return run
 
 
-@router.get("/{run_id}/events")
+@router.get("/{run_id}/events", response_class=StreamingResponse,
+            responses={200: {"description": "The run's events", "content": SSE}, **problems(404, 422)})
 def run_events(run_id: str, request: Request, after: int | None = Query(None, ge=-1),
                service: ChatService = Depends(get_service)):
     """The events after Last-Event-ID (or `after`), then the live tail, ending with `done`."""
@@ -26,7 +29,7 @@ def run_events(run_id: str, request: Request, after: int | None = Query(None, ge
     return stream_response(run, last_event_id(request, after), request.app.state.keepalive)
 
 
-@router.post("/{run_id}/stop", status_code=202)
+@router.post("/{run_id}/stop", status_code=202, response_model=StopAccepted, responses=problems(404, 409))
 def stop_run(run_id: str, service: ChatService = Depends(get_service)):
     run = _run(service, run_id)
     if not service.stop(run_id):

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from server.app import create_app
-from tests.faults.conftest import service_settings
+from tests.faults.conftest import restartable_pg, restartable_postgresql_proc, service_settings  # noqa: F401 - fixtures
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.net import free_port
 
@@ -50,8 +50,8 @@ class ApiServer:
 def start_api(sqlite_url: str, llm_server: FakeOpenAI) -> Iterator[Callable[..., ApiServer]]:
     started: list[ApiServer] = []
 
-    def start(keepalive: float = 15.0, **env: str) -> ApiServer:
-        settings = service_settings(sqlite_url, llm_server.base_url, **env)
+    def start(keepalive: float = 15.0, database_url: str | None = None, **env: str) -> ApiServer:
+        settings = service_settings(database_url or sqlite_url, llm_server.base_url, **env)
         api = ApiServer(create_app(settings, keepalive=keepalive), free_port()).start()
         started.append(api)
         return api
