@@ -48,7 +48,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
-        log.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
+        log.error("%s %s: the database failed: %s", request.method, request.url.path, exc, exc_info=exc)
         return problem(503, str(exc), {"Retry-After": STORAGE_RETRY_AFTER})
 
     @app.exception_handler(BusyError)

@@ -30,6 +30,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         entry: dict[str, Any] = {"description": TITLES[status], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
         if status in (429, 503):
             entry["headers"] = RETRY_AFTER
+        elif status == 502:  # passed on from a rate-limited model, when it said
+            entry["headers"] = {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": False}}
         found[status] = entry
     return found
 

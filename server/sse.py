@@ -6,6 +6,7 @@ loop never blocks, a client that hangs up is noticed within a second, and the ru
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -91,9 +92,16 @@ def run_result(run: Run) -> dict[str, Any]:
             raise ApiProblem(429, error["message"], headers={"Retry-After": BUSY_RETRY_AFTER}, **extra)
         if kind == "conflict":
             raise ApiProblem(409, error["message"], **extra)
-        raise ApiProblem(504 if kind in LLM_TIMEOUTS else 502, error["message"], **extra)
+        raise ApiProblem(504 if kind in LLM_TIMEOUTS else 502, error["message"], headers=model_retry_after(run),
+                         **extra)
     return {"run_id": run.id, "outcome": outcome, "message": completed.get("message"),
             "sequence_id": completed.get("sequence_id"), "branch": run.app_id}
+
+
+def model_retry_after(run: Run) -> dict[str, str]:
+    """A rate-limited model's own Retry-After, passed on, so clients (the openai SDK too) wait that long."""
+    seconds = getattr(run.error, "retry_after", None)
+    return {"Retry-After": str(max(1, math.ceil(seconds)))} if seconds else {}
 
 
 def json_result(run: Run, status_code: int = 200) -> JSONResponse:
