@@ -2,21 +2,29 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
+from core import tracing
 from core.chat import ChatService
 from core.logs import configure_logging
 from core.settings import Settings
 from server import errors
 from server.routes import conversations, health, openai, runs
 
+log = logging.getLogger(__name__)
 KEEPALIVE = 15.0  # seconds of silence before an SSE stream sends a `: keep-alive` comment
 
 
-def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE) -> FastAPI:
-    """The API; its lifespan builds `ChatService.from_settings(settings or Settings.load())` and closes it."""
+def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE,
+               tracer_provider: Any | None = None) -> FastAPI:
+    """The API; its lifespan builds `ChatService.from_settings(settings or Settings.load())` and closes it.
+    Requests are traced with `tracer_provider`, else with the one the OTEL_* variables ask for (core/tracing.py)."""
+    provider = tracer_provider if tracer_provider is not None else tracing.configure()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -28,8 +36,10 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
             yield
         finally:
             service.close()
+            if provider is not None and tracer_provider is None:
+                provider.shutdown()  # sends the spans still queued
 
-    app = FastAPI(title="Burrow API", version="1", lifespan=lifespan)
+    app = FastAPI(title="Burrow API", version="1", lifespan=lifespan, **telemetry(provider))
     app.state.keepalive = keepalive
     app.state.pending = {}
     errors.install(app)
@@ -38,3 +48,14 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.include_router(runs.router)
     app.include_router(openai.router)
     return app
+
+
+def telemetry(provider: Any | None) -> dict[str, Any]:
+    """FastAPI's own request spans, on `provider` only: off without it (whatever the global provider),
+    and without its metrics and logs (a validation failure's log would hold the request's input)."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        if provider is not None:
+            log.warning("Tracing is on, but this FastAPI cannot trace requests (it has no `telemetry` option)")
+        return {}
+    return {"telemetry": {"tracer_provider": provider, "tracing": provider is not None, "metrics": False,
+                          "logs": False}}
