@@ -1,19 +1,21 @@
 """A run's events as Server-Sent Events, and as one JSON answer for clients that do not stream.
 
-`run.events()` blocks, so it is read on a worker thread (anyio), one short wait at a time: the event
-loop never blocks, a client that hangs up is noticed within a second, and the run goes on without it.
+`run.events()` blocks, so each stream reads it on a thread of its own and hands the events to the
+event loop: the loop never blocks, the shared worker pool stays free for requests however many
+streams are open, a client that hangs up is noticed within a second, and the run goes on without it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
 
 from core.chat import EventKind, Run
 from core.runs import RunEvent
@@ -22,6 +24,7 @@ from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem
 POLL = 1.0  # seconds a worker thread waits for an event before handing control back
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
 LLM_TIMEOUTS = {"timeout"}
+_END = object()  # what the pump puts on the queue after the last event
 
 
 def wants_stream(request: Request) -> bool:
@@ -41,17 +44,45 @@ def encode(event_id: int, kind: str, data: dict[str, Any]) -> str:
 
 
 async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEvent | None]:
-    """The run's events after `after`, read off the event loop; None after each `keepalive` seconds
-    of silence (the caller sends a keep-alive comment then)."""
+    """The run's events after `after`, handed to the event loop by a thread of this stream's own
+    (not one of the shared worker pool's, which hundreds of open streams would exhaust); None after
+    each `keepalive` seconds of silence (the caller sends a keep-alive comment then)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[RunEvent | None | object] = asyncio.Queue()
+    gone = threading.Event()
+    thread = threading.Thread(target=_pump, args=(run, after, min(POLL, keepalive), loop, queue, gone),
+                              name=f"burrow-sse-{run.id[:8]}", daemon=True)
+    thread.start()
     silent_since = time.monotonic()
-    async for event in iterate_in_threadpool(run.events(after=after, heartbeat=min(POLL, keepalive))):
-        if event is None:
-            if time.monotonic() - silent_since >= keepalive:
-                silent_since = time.monotonic()
-                yield None
-            continue
-        silent_since = time.monotonic()
-        yield event
+    try:
+        while (event := await queue.get()) is not _END:
+            if event is None:
+                if time.monotonic() - silent_since >= keepalive:
+                    silent_since = time.monotonic()
+                    yield None
+                continue
+            silent_since = time.monotonic()
+            yield event  # type: ignore[misc]
+    finally:
+        gone.set()  # the client left (or the run ended): the thread stops at its next heartbeat
+
+
+def _pump(run: Run, after: int, heartbeat: float, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
+          gone: threading.Event) -> None:
+    """Reads `run.events()` (blocking) and puts each event, each heartbeat's None and the end on `queue`."""
+    def put(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop has closed (server shutdown)
+            gone.set()
+
+    try:
+        for event in run.events(after=after, heartbeat=heartbeat):
+            if gone.is_set():
+                return
+            put(event)
+    finally:
+        put(_END)
 
 
 async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
