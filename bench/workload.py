@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from burr.core import Application
 from burr.core.persistence import BaseStatePersister
@@ -64,7 +65,8 @@ class InstantModel:
     def __init__(self, seed: int = 7):
         self.seed = seed
 
-    def stream(self, messages: Sequence[dict], cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, messages: Sequence[dict], cancel: threading.Event | None = None,
+               report: Any = None) -> Iterator[str]:
         turn = sum(1 for m in messages if m.get("role") == "user")
         text = message_text(random.Random(f"assistant-{self.seed}-{turn}"))
         for start in range(0, len(text), 80):

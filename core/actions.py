@@ -14,6 +14,8 @@ from typing import Any
 from burr.core import State, action
 from burr.core.action import streaming_action
 
+from core.errors import LLMError
+from core.facts import FINISH_ERROR, FINISH_STOP, FINISH_STOPPED, ReplyClock, StreamReport
 from core.llm import ChatModel, Message
 from core.safety import REFUSAL, SafetyPolicy
 
@@ -80,17 +82,26 @@ def model_messages(system_prompt: str, chat_history: list[dict[str, Any]]) -> li
 def ai_response(
     state: State, model: ChatModel, system_prompt: str, cancel: threading.Event
 ) -> Generator[tuple[dict, State | None], None, None]:
-    """Streams the model's reply piece by piece, then appends it to the history.
+    """Streams the model's reply piece by piece, then appends it to the history with its facts
+    (core/facts.py: model, timings, tokens, finish reason).
 
     A model failure raises (Burr records the step as failed and keeps the state before it, so a
-    partial reply is never saved as complete). A Stop keeps what arrived, marked as stopped.
+    partial reply is never saved as complete); the error carries the failed reply's facts. A Stop
+    keeps what arrived, marked as stopped.
     """
     pieces: list[str] = []
-    for piece in model.stream(model_messages(system_prompt, state["chat_history"]), cancel=cancel):
-        pieces.append(piece)
-        yield {"delta": piece}, None
+    clock, report = ReplyClock(), StreamReport()
+    try:
+        for piece in model.stream(model_messages(system_prompt, state["chat_history"]), cancel=cancel, report=report):
+            clock.piece()
+            pieces.append(piece)
+            yield {"delta": piece}, None
+    except LLMError as exc:
+        exc.facts = clock.facts(report, FINISH_ERROR)
+        raise
     text = "".join(pieces)
-    message: dict[str, Any] = {"role": "assistant", "content": text}
+    finish = FINISH_STOPPED if cancel.is_set() else report.finish_reason or FINISH_STOP
+    message: dict[str, Any] = {"role": "assistant", "content": text, **clock.facts(report, finish)}
     if cancel.is_set():
         message["status"] = STOPPED
     history = with_message(state, message)

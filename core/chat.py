@@ -28,9 +28,10 @@ from core.logs import Redactor, secrets_of
 from core.runs import EventKind, Run, RunManager
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
-from core.storage import (BranchSummary, ConversationStore, ConversationSummary, LeaseStore, SnapshotSummary,
-                          SQLAlchemyPersister)
+from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
+                          Lineage, SnapshotSummary, SQLAlchemyPersister)
 from core.text import is_valid_conversation_id, plain_text
+from core.tree import ConversationTree, Versions
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
 
@@ -69,6 +70,9 @@ class ConversationView:
     unanswered: tuple[int, ...] = ()  # indices of user messages that never got a reply
     run: Run | None = None  # a reply being written by this process right now
     replying_elsewhere: bool = False  # a reply being written by another process right now
+    failure_facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # of the reply that failed
+    versions: dict[int, Versions] = dataclasses.field(default_factory=dict)  # messages with other versions
+    feedback: dict[int, Feedback] = dataclasses.field(default_factory=dict)  # ratings, by message index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,8 @@ class ChatService:
         self.settings, self._persister, self.model = settings, persister, model
         self.policy = policy or BlockedWordsPolicy(settings.blocked_words)
         self._catalog = ConversationStore(persister)
+        self._lineage = Lineage(persister.database)
+        self._feedback = FeedbackStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
         self._closed = threading.Event()
@@ -131,10 +137,26 @@ class ChatService:
         """Re-runs the step that failed (or finishes a turn a fork started midway)."""
         return self._start(valid_id(partition_key), app_id, None, None)
 
-    def _start(self, partition_key: str, app_id: str | None, prompt: str | None, expected: int | None) -> Run:
+    def edit(self, partition_key: str, app_id: str, index: int, text: str) -> Run:
+        """Sends a new version of user message `index` on a new branch forked just before it; the old
+        branch stays as it was. The run's `app_id` is the new branch."""
+        prompt = clean_message(text, self.settings.max_message_chars)
+        self._message(valid_id(partition_key), app_id, index, "user")
+        return self._start(partition_key, str(uuid.uuid4()), prompt, None, self._step_with(partition_key, app_id, index))
+
+    def regenerate(self, partition_key: str, app_id: str, index: int) -> Run:
+        """Asks the model again for reply `index`, on a new branch forked just before that reply."""
+        self._message(valid_id(partition_key), app_id, index, "assistant")
+        base = self._step_with(partition_key, app_id, index)
+        if base is None:
+            raise InputError("This reply has no saved step before it to start again from.")
+        return self._start(partition_key, str(uuid.uuid4()), None, None, base)
+
+    def _start(self, partition_key: str, app_id: str | None, prompt: str | None, expected: int | None,
+               fork_from: tuple[str, int] | None = None) -> Run:
         run = Run(partition_key, app_id)
         run.publish(EventKind.STARTED, partition_key=partition_key, app_id=app_id)
-        return self.runs.start(run, lambda r: Turn(self, r, prompt, expected)())
+        return self.runs.start(run, lambda r: Turn(self, r, prompt, expected, fork_from)())
 
     def run(self, run_id: str) -> Run | None:
         """A run of this process by id (running, or finished recently), to attach to."""
@@ -188,8 +210,8 @@ class ChatService:
     def forget_cache(self, partition_key: str, app_id: str | None = None) -> None:
         self._persister.forget(partition_key, app_id)
 
-    def note_failure(self, partition_key: str, app_id: str, message: str) -> None:
-        self._catalog.note_failure(partition_key, app_id, message)
+    def note_failure(self, partition_key: str, app_id: str, message: str, facts: dict | None = None) -> None:
+        self._catalog.note_failure(partition_key, app_id, message, facts)
 
     # ---- reading a conversation ----------------------------------------------------------------
     def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
@@ -203,11 +225,60 @@ class ChatService:
         failed = position if status == "failed" else None
         midway = TURN.midway(position, status)
         elsewhere = run is None and midway and not failed and self.writers.busy(partition_key, branch)
-        failure = self._catalog.step_error(partition_key, branch, data["sequence_id"]) if failed else None
+        failure, failure_facts = self._catalog.step_error(partition_key, branch, data["sequence_id"]) if failed else (None, {})
         pending = (failed or TURN.after.get(position, TURN.entrypoint)) if midway else None
         live = run is not None or elsewhere
+        tree = self.tree(partition_key)
         return ConversationView(partition_key, branch, messages, data["sequence_id"], failed, pending, failure,
-                                _unanswered(messages, waiting=live), run, elsewhere)
+                                _unanswered(messages, waiting=live), run, elsewhere, failure_facts,
+                                tree.all_versions(branch), self._feedback_on(partition_key, branch, tree))
+
+    # ---- the conversation as a tree: versions and feedback -------------------------------------
+    def tree(self, partition_key: str) -> ConversationTree:
+        """Every branch with where it forked: which branch shows which version of each message."""
+        return ConversationTree(self._lineage.branches(valid_id(partition_key)))
+
+    def set_feedback(self, partition_key: str, app_id: str, index: int, thumbs_up: bool | None,
+                     comment: str | None = None, tags: tuple[str, ...] = ()) -> Feedback:
+        """Rates reply `index` of a branch (thumbs None and no comment clears the rating). The rating
+        belongs to the step that wrote the reply, so every branch sharing the reply shows it."""
+        self._message(valid_id(partition_key), app_id, index, "assistant")
+        owner = self.tree(partition_key).owner(app_id, index) or app_id
+        step = next((s.sequence_id for s in self._lineage.steps(partition_key, owner) if s.messages > index), None)
+        if step is None:
+            raise InputError("This reply has no saved step to attach a rating to.")
+        return self._feedback.set(partition_key, owner, step, index, thumbs_up=thumbs_up, comment=comment, tags=tags)
+
+    def feedback_of_conversation(self, partition_key: str) -> list[Feedback]:
+        """Every rating in a conversation, for History and exports."""
+        return self._feedback.of_conversation(valid_id(partition_key))
+
+    def _feedback_on(self, partition_key: str, app_id: str, tree: ConversationTree) -> dict[int, Feedback]:
+        return {f.message_index: f for f in self._feedback.of_conversation(partition_key)
+                if tree.owner(app_id, f.message_index) == f.app_id}
+
+    def _message(self, partition_key: str, app_id: str, index: int, role: str) -> dict[str, Any]:
+        """Message `index` of a branch, which must have `role`; InputError naming what is wrong otherwise."""
+        data = self._persister.load(partition_key, app_id) if app_id else None
+        if data is None or data["app_id"] != app_id:
+            raise InputError(f"Branch {app_id!r:.60} of this conversation does not exist.")
+        history = data["state"].get("chat_history", [])
+        if not isinstance(index, int) or not 0 <= index < len(history) or history[index].get("role") != role:
+            kind = "reply" if role == "assistant" else "message of yours"
+            raise InputError(f"Message {index} of this branch is not a {kind}.")
+        return history[index]
+
+    def _step_with(self, partition_key: str, app_id: str, messages: int) -> tuple[str, int] | None:
+        """The last saved step holding exactly `messages` messages in this branch's line (the branch,
+        or the one it forked from where those messages came from), or None (before the first message)."""
+        tree = self.tree(partition_key)
+        shape = tree.get(app_id)
+        while shape is not None:
+            if messages >= shape.inherited or shape.parent is None:
+                steps = [s for s in self._lineage.steps(partition_key, shape.app_id) if s.messages == messages]
+                return (shape.app_id, steps[-1].sequence_id) if steps else None
+            shape = tree.get(shape.parent)
+        return None
 
     # ---- the catalog ---------------------------------------------------------------------------
     def conversations(self, search: str = "", limit: int = 50,
@@ -256,12 +327,12 @@ class ChatService:
         return SnapshotView(summary, state, previous, diff_states(previous, state),
                             next_action(summary.position, summary.status, state))
 
-    def fork(self, partition_key: str, app_id: str, sequence_id: int) -> str:
+    def fork(self, partition_key: str, app_id: str, sequence_id: int, new_app_id: str | None = None) -> str:
         """Starts a new branch from a snapshot (Burr's fork_from_*) and saves it, so it opens at once."""
         source = self._persister.load(valid_id(partition_key), app_id, sequence_id)
         if source is None:
             raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
-        app = self.application(partition_key, None, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
+        app = self.application(partition_key, new_app_id, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
         self._persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
                              source["status"], forked_from=(app_id, sequence_id))
         return app.uid
@@ -307,6 +378,6 @@ def _ensure_sqlite_folder(url: str) -> None:
             raise StorageError(f"Cannot create the folder for the database file {database}: {exc}") from exc
 
 
-__all__ = ["BranchSummary", "BusyError", "ChatService", "ConversationSummary", "ConversationView", "EventKind",
-           "InputError", "LLMError", "REFUSED", "Run", "STOPPED", "SnapshotSummary", "SnapshotView", "StorageError",
-           "TurnOutcome", "clean_message"]
+__all__ = ["BranchSummary", "BusyError", "ChatService", "ConversationSummary", "ConversationTree", "ConversationView",
+           "EventKind", "Feedback", "InputError", "LLMError", "REFUSED", "Run", "STOPPED", "SnapshotSummary",
+           "SnapshotView", "StorageError", "TurnOutcome", "Versions", "clean_message"]

@@ -35,6 +35,7 @@ class LLMError(BurrowError):
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.facts: dict | None = None  # the failed reply's facts (core/facts.py), set by the action
 
     @property
     def retryable(self) -> bool:

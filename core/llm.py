@@ -13,12 +13,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import openai
 
 from core.errors import LLMError
+from core.facts import FINISH_STOP, StreamReport
 from core.logs import Redactor
 from core.settings import Settings
 
@@ -33,8 +34,10 @@ class ChatModel(Protocol):
     label: str
     offline: bool
 
-    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yields reply text pieces as they arrive; stops early once `cancel` is set."""
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None,
+               report: StreamReport | None = None) -> Iterator[str]:
+        """Yields reply text pieces as they arrive; stops early once `cancel` is set. What the model
+        says about the reply (its name, usage, finish reason) goes into `report` when one is given."""
         ...
 
     def moderate(self, text: str) -> bool:
@@ -64,7 +67,10 @@ class OfflineModel:
             "and restart Burrow."
         )
 
-    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None,
+               report: StreamReport | None = None) -> Iterator[str]:
+        if report is not None:
+            report.model = "offline demo"
         words = self.reply_text(messages).split(" ")
         for index, word in enumerate(words):
             if cancel is not None and cancel.is_set():
@@ -72,6 +78,8 @@ class OfflineModel:
             yield word if index == 0 else " " + word
             if self.word_delay:
                 time.sleep(self.word_delay)
+        if report is not None:
+            report.finish_reason = FINISH_STOP
 
     def moderate(self, text: str) -> bool:
         return False
@@ -94,18 +102,22 @@ class OpenAIChatModel:
         self._redact = Redactor([settings.openai_api_key])  # for error texts the server sends back
         host = urlparse(settings.openai_base_url).netloc if settings.openai_base_url else "api.openai.com"
         self.label = f"{settings.model} via {host}"
+        self._usage_option = True  # ask for usage in the stream until the server says it cannot
 
-    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None,
+               report: StreamReport | None = None) -> Iterator[str]:
+        report = report if report is not None else StreamReport()
         started = False  # once the reply has begun, a lost connection means a cut-off reply
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=list(messages), stream=True)
+            response = self._create(list(messages))
             started = True
             with response:
                 for chunk in response:
                     if cancel is not None and cancel.is_set():
                         return  # leaving the `with` closes the HTTP stream: the server stops generating
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+                    text = _read_chunk(chunk, report, self.model)
+                    if text:
+                        yield text
         except openai.OpenAIError as exc:
             # Recent SDKs wrap a stream dropped mid-reply as APIConnectionError ("could not reach").
             broken = started and isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
@@ -115,11 +127,39 @@ class OpenAIChatModel:
                 raise _stream_broken() from exc
             raise
 
+    def _create(self, messages: list[Message]) -> Any:
+        """Starts the stream, asking for token usage; a server that rejects `stream_options` (some
+        older OpenAI-compatible ones) is asked again without it, and never again by this client."""
+        if self._usage_option:
+            try:
+                return self.client.chat.completions.create(model=self.model, messages=messages, stream=True,
+                                                           stream_options={"include_usage": True})
+            except openai.BadRequestError as exc:
+                if "stream_options" not in str(exc):
+                    raise
+                log.info("The model server does not accept stream_options; replies will have no token counts")
+                self._usage_option = False
+        return self.client.chat.completions.create(model=self.model, messages=messages, stream=True)
+
     def moderate(self, text: str) -> bool:
         try:
             return bool(self.client.moderations.create(input=text).results[0].flagged)
         except openai.OpenAIError as exc:
             raise translate_error(exc, self._redact) from exc
+
+
+def _read_chunk(chunk: Any, report: StreamReport, requested: str) -> str | None:
+    """The text of one stream chunk; its model name, finish reason and usage go into the report."""
+    report.model = getattr(chunk, "model", None) or report.model or requested
+    usage = getattr(chunk, "usage", None)
+    if usage is not None:  # with include_usage: a last chunk with no choices carries the counts
+        report.tokens_in, report.tokens_out = usage.prompt_tokens, usage.completion_tokens
+    if not chunk.choices:
+        return None
+    choice = chunk.choices[0]
+    if choice.finish_reason:
+        report.finish_reason = choice.finish_reason
+    return choice.delta.content if choice.delta else None
 
 
 def _stream_broken() -> LLMError:

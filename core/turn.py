@@ -40,8 +40,10 @@ CHANGED_ELSEWHERE = ("This conversation had new messages from another tab or win
 class Turn:
     """The work of one run: `Turn(service, run, prompt)()` on the run's worker thread."""
 
-    def __init__(self, service: "ChatService", run: Run, prompt: str | None, expected_messages: int | None = None):
+    def __init__(self, service: "ChatService", run: Run, prompt: str | None, expected_messages: int | None = None,
+                 fork_from: tuple[str, int] | None = None):
         self.service, self.run, self.prompt, self.expected_messages = service, run, prompt, expected_messages
+        self.fork_from = fork_from  # (branch, sequence id): the run's new branch starts as a copy of that step
         self.saved_message = prompt is None  # a retry's message is saved already; a new one once human_input is
 
     def __call__(self) -> str:
@@ -55,6 +57,8 @@ class Turn:
     def _run(self) -> TurnOutcome:
         run, service = self.run, self.service
         run.app_id = run.app_id or service.latest_branch(run.partition_key) or first_branch_id(run.partition_key)
+        if self.fork_from is not None:  # an edit or a regenerate: a new branch, so nobody else writes it yet
+            service.fork(run.partition_key, *self.fork_from, new_app_id=run.app_id)
         # Long enough for a reply elsewhere to finish, and always for a dead writer's lease to expire.
         wait_limit = max(service.settings.request_timeout * 2, service.writers.ttl * 2)
         with service.writers.hold(run.partition_key, run.app_id, wait_limit, run.cancel, on_wait=self._waiting):
@@ -122,7 +126,7 @@ class Turn:
     def _record_failure(self, exc: LLMError) -> None:
         """Saves why the reply failed with the failed step, so a reload can still say it."""
         try:
-            self.service.note_failure(self.run.partition_key, self.run.app_id, str(exc))
+            self.service.note_failure(self.run.partition_key, self.run.app_id, str(exc), exc.facts)
         except StorageError:
             log.warning("Could not save the failure reason of %s/%s", self.run.partition_key, self.run.app_id,
                         exc_info=True)

@@ -8,6 +8,7 @@ sidebar stays fast with any number of snapshots. Snapshot tables are paged; stat
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.errors import StorageError
+from core.storage.feedback import forget_feedback
 from core.storage.leases import forget_conversation
 from core.storage.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
 from core.text import plain_text, title_text
@@ -140,6 +142,7 @@ class ConversationStore:
                 conn.execute(delete(table).where(table.app_ref.in_(refs)))
             conn.execute(delete(App).where(App.partition_key == key))
             forget_conversation(conn, key)
+            forget_feedback(conn, key)
             return conn.execute(delete(Conversation).where(Conversation.partition_key == key)).rowcount > 0
 
         existed = self.database.write(work)
@@ -194,18 +197,22 @@ class ConversationStore:
         query = _branch_steps(partition_key, app_id).where(Snapshot.sequence_id == sequence_id)
         return self.database.read(lambda conn: next((_step(r) for r in conn.execute(query)), None))
 
-    def step_error(self, partition_key: str | None, app_id: str, sequence_id: int) -> str | None:
-        """The reason saved with a failed step (None when there is none)."""
-        found = self.snapshot(partition_key, app_id, sequence_id)
-        return found.error if found else None
+    def step_error(self, partition_key: str | None, app_id: str, sequence_id: int) -> tuple[str | None, dict]:
+        """The reason saved with a failed step (None when there is none) and the failed reply's facts."""
+        query = (select(Snapshot.error, Snapshot.facts).join(App, App.id == Snapshot.app_ref)
+                 .where(App.partition_key == storage_key(partition_key), App.app_id == app_id,
+                        Snapshot.sequence_id == sequence_id))
+        row = self.database.read(lambda conn: conn.execute(query).first())
+        return (row.error, json.loads(row.facts) if row.facts else {}) if row else (None, {})
 
-    def note_failure(self, partition_key: str | None, app_id: str, message: str) -> None:
-        """Saves the reason with the branch's newest step, when that step failed (Burr saved it just before)."""
+    def note_failure(self, partition_key: str | None, app_id: str, message: str, facts: dict | None = None) -> None:
+        """Saves the reason (and the failed reply's facts) with the branch's newest step, when that step
+        failed (Burr saved it just before)."""
         key = storage_key(partition_key)
         newest = (select(func.max(Snapshot.id)).join(App, App.id == Snapshot.app_ref)
                   .where(App.partition_key == key, App.app_id == app_id).scalar_subquery())
         statement = (update(Snapshot).where(Snapshot.id == newest, Snapshot.status == "failed")
-                     .values(error=plain_text(message)[:2000]))
+                     .values(error=plain_text(message)[:2000], facts=json.dumps(facts) if facts else None))
         self.database.write(lambda conn: conn.execute(statement))
 
     def snapshot_count(self, partition_key: str | None, app_id: str) -> int:
@@ -257,28 +264,45 @@ def catalog_facts(serialized: dict) -> tuple[int, str | None]:
 def record_step(conn: Connection, key: str, app_id: str, snapshot_id: int, now: datetime,
                 serialized: dict, stored: int) -> None:
     """Brings a conversation's catalog row up to date with a step just saved (same transaction)."""
+    conn.execute(_upsert_statement(conn.dialect.name), dict(step_row(key, app_id, now, serialized, stored),
+                                                            activity=snapshot_id))
+
+
+def step_row(key: str, app_id: str, now: datetime, serialized: dict, stored: int) -> dict[str, Any]:
+    """The catalog columns a step sets, but `activity` (the id of its snapshot)."""
     count, title = catalog_facts(serialized)
-    conn.execute(_upsert_statement(conn.dialect.name), dict(
-        partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
-        activity=snapshot_id, message_count=count, latest_app_id=app_id, stored_bytes=stored))
+    return dict(partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
+                message_count=count, latest_app_id=app_id, stored_bytes=stored)
 
 
 _UPSERTS: dict[str, Any] = {}
+STEP_COLUMNS = ("partition_key", "title", "title_custom", "created_at", "updated_at", "activity", "message_count",
+                "latest_app_id", "stored_bytes")
 
 
 def _upsert_statement(dialect: str) -> Any:
     """The catalog upsert, built once per dialect (building it cost more than running it)."""
     if dialect not in _UPSERTS:
-        table = Conversation.__table__
-        stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        new = stmt.excluded
-        _UPSERTS[dialect] = stmt.on_conflict_do_update(
-            index_elements=[table.c.partition_key],
-            set_=dict(
-                updated_at=new.updated_at, activity=new.activity, message_count=new.message_count,
-                latest_app_id=new.latest_app_id, stored_bytes=table.c.stored_bytes + new.stored_bytes,
-                # A renamed conversation keeps its name; an untitled one takes the first message.
-                title=case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new.title)),
-            ),
-        )
+        _UPSERTS[dialect] = _on_conflict((postgresql.insert if dialect == "postgresql" else sqlite.insert)(
+            Conversation.__table__))
     return _UPSERTS[dialect]
+
+
+def step_upsert_from(source: Any) -> Any:
+    """The same upsert on PostgreSQL with its row from `source` (a SELECT of STEP_COLUMNS), so the
+    persister's one-statement save (rows.py) updates the catalog exactly as `record_step` does."""
+    table = Conversation.__table__
+    return _on_conflict(postgresql.insert(table).from_select([table.c[name] for name in STEP_COLUMNS], source))
+
+
+def _on_conflict(stmt: Any) -> Any:
+    table, new = Conversation.__table__, stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.partition_key],
+        set_=dict(
+            updated_at=new.updated_at, activity=new.activity, message_count=new.message_count,
+            latest_app_id=new.latest_app_id, stored_bytes=table.c.stored_bytes + new.stored_bytes,
+            # A renamed conversation keeps its name; an untitled one takes the first message.
+            title=case((table.c.title_custom, table.c.title), else_=func.coalesce(table.c.title, new.title)),
+        ),
+    )

@@ -108,6 +108,12 @@ class Manifest:
         return manifest
 
 
+def list_length(manifest_json: str, key: str) -> int | None:
+    """How many items the list `key` has in a snapshot, from its manifest alone (None: not a list there)."""
+    entry = orjson.loads(manifest_json).get(key)
+    return entry[2] if entry and entry[0] == "l" else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """Items [start, start + count) of one generation of a list, as JSON array text."""

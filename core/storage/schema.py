@@ -1,6 +1,6 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema 0004; migrations/ has how older databases reach it):
+How a snapshot is stored (schema 0005; migrations/ has how older databases reach it):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
@@ -9,6 +9,7 @@ How a snapshot is stored (schema 0004; migrations/ has how older databases reach
   stored as LZ4-compressed JSON since version 3).
   Loading any snapshot reads just that state's rows.
 - `burrow_conversations`: the catalog the sidebar lists, so listing never touches snapshots.
+- `burrow_feedback`: a user's rating of a reply, keyed by the step that wrote the reply.
 """
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class Snapshot(Base):
     manifest: Mapped[str] = mapped_column(Text)
     stored_bytes: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)  # why a failed step failed, as the user was told
+    facts: Mapped[str | None] = mapped_column(Text)  # JSON facts of the reply that failed there (core/facts.py)
 
     __table_args__ = (UniqueConstraint("app_ref", "sequence_id", name="uq_burrow_snapshots_step"),)
 
@@ -117,4 +119,20 @@ class Lease(Base):
     stop_requested: Mapped[bool] = mapped_column(default=False)  # Stop pressed on another server
 
 
-TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease)]
+class Feedback(Base):
+    """A rating of one reply: thumbs up/down, a comment and tags (Burr's annotation fields), keyed by
+    the step that wrote the reply; `message_index` is the reply's place in the branch's history."""
+
+    __tablename__ = "burrow_feedback"
+    partition_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sequence_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    message_index: Mapped[int] = mapped_column(Integer)
+    thumbs_up: Mapped[bool | None] = mapped_column()
+    comment: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of strings
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease, Feedback)]

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from core.facts import without_facts
 from core.actions import REFUSED, STOPPED, model_messages
 from core.app import build_application, build_graph
 from core.llm import OfflineModel, OpenAIChatModel
@@ -46,7 +47,7 @@ def test_safe_prompt_goes_through_ai_response_and_back_to_human_input(persister,
     assert visited == ["human_input", "safety_check", "ai_response"]
     assert app.state["safe"] is True
     assert app.state["response"] == "Hello back to you"
-    assert app.state["chat_history"] == [
+    assert [without_facts(m) for m in app.state["chat_history"]] == [
         {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "Hello back to you"},
     ]
@@ -84,7 +85,7 @@ def test_ai_response_streams_pieces_then_appends_the_assistant_message(persister
     assert action.name == "ai_response"
     assert pieces == ["one", " two", " three", " four"]
     assert result == {"response": "one two three four", "stopped": False}
-    assert state["chat_history"][-1] == {"role": "assistant", "content": "one two three four"}
+    assert without_facts(state["chat_history"][-1]) == {"role": "assistant", "content": "one two three four"}
     assert persister.load("conv-1", app.uid)["state"]["chat_history"][-1]["content"] == "one two three four"
 
 
@@ -147,7 +148,7 @@ def test_cancel_mid_stream_keeps_the_partial_reply_marked_stopped(persister):
     result, state = container.get()
     assert len(pieces) == 1
     assert result == {"response": pieces[0], "stopped": True}
-    assert state["chat_history"][-1] == {"role": "assistant", "content": pieces[0], "status": STOPPED}
+    assert without_facts(state["chat_history"][-1]) == {"role": "assistant", "content": pieces[0], "status": STOPPED}
 
 
 def test_every_step_is_persisted_and_a_rebuilt_app_resumes_at_human_input(persister):
@@ -168,7 +169,7 @@ def test_every_step_is_persisted_and_a_rebuilt_app_resumes_at_human_input(persis
 
 def test_new_conversation_starts_a_new_branch_with_empty_history(persister):
     app = build(persister, OfflineModel(word_delay=0), partition_key="brand-new")
-    assert app.state["chat_history"] == []
+    assert [without_facts(m) for m in app.state["chat_history"]] == []
     assert persister.list_app_ids("brand-new") == []
     app.step(inputs={"prompt": "x"})
     assert persister.list_app_ids("brand-new") == [app.uid]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.facts import without_facts
 from core.actions import REFUSED, STOPPED
 from core.chat import ChatService, InputError, clean_message
 from core.llm import LLMError, OfflineModel, OpenAIChatModel
@@ -67,14 +68,14 @@ def test_offline_turn_is_labelled_and_deterministic(service):
     other = service.send(second, "Hello there")
     assert "".join(other) == turn.reply
     view = service.open(first)
-    assert view.messages == [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": turn.reply}]
+    assert [without_facts(m) for m in view.messages] == [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": turn.reply}]
     assert view.app_id == turn.app_id and view.sequence_id == 2
     assert view.failed_step is None and view.pending_step is None
 
 
 def test_open_unknown_conversation_is_empty(service):
     view = service.open("never-written")
-    assert view.messages == [] and view.app_id is None and view.sequence_id is None
+    assert [without_facts(m) for m in view.messages] == [] and view.app_id is None and view.sequence_id is None
 
 
 def test_user_message_is_persisted_before_the_model_is_called(remote_service, llm_server):
@@ -99,7 +100,7 @@ def test_failed_turn_keeps_the_user_message_and_can_be_retried(remote_service, l
     assert isinstance(turn.error, LLMError) and turn.error.kind == "server"
 
     view = remote_service.open(pk)
-    assert view.messages == [{"role": "user", "content": "will fail"}]
+    assert [without_facts(m) for m in view.messages] == [{"role": "user", "content": "will fail"}]
     assert view.failed_step == "ai_response" and view.pending_step == "ai_response"
     assert remote_service.persister.load(pk, None)["status"] == "failed"
 
@@ -108,7 +109,7 @@ def test_failed_turn_keeps_the_user_message_and_can_be_retried(remote_service, l
     assert "".join(retry) == "second time lucky"
     assert retry.outcome == "answered"
     view = remote_service.open(pk)
-    assert view.messages[-1] == {"role": "assistant", "content": "second time lucky"}
+    assert without_facts(view.messages[-1]) == {"role": "assistant", "content": "second time lucky"}
     assert view.failed_step is None
 
     llm_server.reply = lambda messages: f"seen {len(messages)}"
@@ -158,7 +159,7 @@ def test_stop_mid_stream_keeps_the_partial_reply(make_service):
     assert 3 <= len(received) < 10  # a piece may have been on its way when Stop came
     assert turn.outcome == "stopped"
     last = service.open(pk).messages[-1]
-    assert last == {"role": "assistant", "content": "".join(received), "status": STOPPED}
+    assert without_facts(last) == {"role": "assistant", "content": "".join(received), "status": STOPPED}
     assert service.open(pk).failed_step is None
 
 
@@ -193,7 +194,7 @@ def test_stop_against_the_remote_model(remote_service, llm_server):
         if len(received) == 2:
             turn.stop()
     assert turn.outcome == "stopped"
-    assert remote_service.open(pk).messages[-1] == {"role": "assistant", "content": "w0 w1", "status": STOPPED}
+    assert without_facts(remote_service.open(pk).messages[-1]) == {"role": "assistant", "content": "w0 w1", "status": STOPPED}
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \r\n", None, "\x00\x07\x1b"])
@@ -318,7 +319,7 @@ def test_reply_cut_off_mid_stream_fails_the_turn_and_keeps_no_partial(remote_ser
     assert received == ["one", " two"]
     assert turn.outcome == "failed" and turn.error.kind == "stream_broken"
     view = remote_service.open(pk)
-    assert view.messages == [{"role": "user", "content": "go"}] and view.failed_step == "ai_response"
+    assert [without_facts(m) for m in view.messages] == [{"role": "user", "content": "go"}] and view.failed_step == "ai_response"
     llm_server.break_after_chunks = None
     retry = remote_service.retry(pk, view.app_id)
     assert "".join(retry) == "one two three four five" and retry.outcome == "answered"

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
 import pytest
+from typing import Any
 from sqlalchemy import LargeBinary, cast, event, func, insert, select, text
 
 from core.app import build_application
@@ -40,7 +41,8 @@ class ScriptedModel:
     def __init__(self, fail_turns: Sequence[int] = ()):
         self.fail_turns = set(fail_turns)
 
-    def stream(self, messages: Sequence[dict], cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, messages: Sequence[dict], cancel: threading.Event | None = None,
+               report: Any = None) -> Iterator[str]:
         turn = sum(1 for m in messages if m["role"] == "user")
         if turn in self.fail_turns:
             raise LLMError("server_error", "the model failed (scripted)")

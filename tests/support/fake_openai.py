@@ -9,6 +9,9 @@ and exception types are exercised exactly as against the real service; only the 
     server.fail_next(400, echo_authorization=True)  # the error body quotes the Authorization header
     server.first_byte_delay = 2.0           # nothing is sent for 2 s (client timeouts)
     server.break_after_chunks = 3           # the stream dies after 3 text chunks
+    server.send_usage = False               # no usage chunk even when the client asks (include_usage)
+    server.reject_stream_options = True     # 400 for requests with stream_options, as some older servers
+    server.finish_reason = "length"         # the last chunk's finish reason (default "stop")
     server.requests                         # JSON bodies of chat completion requests
     server.received_headers[-1]["authorization"]
     server.reset(); server.stop()
@@ -85,6 +88,9 @@ class Behaviour:
     break_after_chunks: int | None
     flagged_word: str
     expected_api_key: str | None
+    send_usage: bool = True
+    reject_stream_options: bool = False
+    finish_reason: str = "stop"
 
 
 class FakeOpenAI:
@@ -113,6 +119,9 @@ class FakeOpenAI:
             self.first_byte_delay: float = 0.0
             self.break_after_chunks: int | None = None
             self.expected_api_key: str | None = None  # set: other keys get 401 invalid_api_key
+            self.send_usage: bool = True  # a usage chunk ends the stream when the client asks for it
+            self.reject_stream_options: bool = False
+            self.finish_reason: str = "stop"
             self._failures.clear()
             self.requests.clear()
             self.moderation_requests.clear()
@@ -177,7 +186,8 @@ class FakeOpenAI:
             failure = self._failures.popleft() if self._failures else None
             behaviour = Behaviour(self.reply, self.chunk_delay, max(1, self.words_per_chunk),
                                   self.first_byte_delay, self.break_after_chunks, self.flagged_word,
-                                  self.expected_api_key)
+                                  self.expected_api_key, self.send_usage, self.reject_stream_options,
+                                  self.finish_reason)
         return behaviour, failure
 
 
@@ -201,6 +211,13 @@ def completion_body(cid: str, model: str, text: str) -> dict[str, Any]:
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": 1, "completion_tokens": words, "total_tokens": 1 + words}}
+
+
+def usage_body(messages: list[dict[str, Any]], text: str) -> dict[str, int]:
+    """Token counts the fake reports: words of the prompt's messages and of the reply."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
+    completion = len(text.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def chunk_body(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -314,12 +331,17 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a broken test callable shows up as a readable 500, not a hang
             return self._error(500, f"fake reply callable failed: {exc!r}")
         cid, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", str(body.get("model") or DEFAULT_MODEL)
+        if "stream_options" in body and behaviour.reject_stream_options:
+            return self._error(400, "Unrecognized request argument supplied: stream_options")
         if body.get("stream"):
-            self._stream(cid, model, text, behaviour)
+            asked = bool((body.get("stream_options") or {}).get("include_usage"))
+            usage = usage_body(messages, text) if asked and behaviour.send_usage else None
+            self._stream(cid, model, text, behaviour, usage)
         else:
             self._json(200, completion_body(cid, model, text))
 
-    def _stream(self, cid: str, model: str, text: str, behaviour: Behaviour) -> None:
+    def _stream(self, cid: str, model: str, text: str, behaviour: Behaviour,
+                usage: dict[str, int] | None = None) -> None:
         """SSE over chunked encoding; with break_after_chunks, hangs up mid-body like a dropped connection."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -336,7 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(behaviour.chunk_delay)
             if behaviour.break_after_chunks is not None:  # the break comes before the final chunk
                 return self._hang_up()
-            self._event(chunk_body(cid, model, {}, "stop"))
+            self._event(chunk_body(cid, model, {}, behaviour.finish_reason))
+            if usage is not None:  # stream_options.include_usage: one more chunk, no choices, the counts
+                self._event({**chunk_body(cid, model, {}), "choices": [], "usage": usage})
             self._write_chunk(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")  # end of the chunked body
         except (BrokenPipeError, ConnectionResetError):
