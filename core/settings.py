@@ -51,6 +51,7 @@ class Settings:
     max_runs: int = 8  # turns answered at once per process (core/runs.py); more get "busy, try again"
     api_host: str = "127.0.0.1"  # where `python -m server` (the HTTP API, server/) listens
     api_port: int = 8000
+    burr_ui_url: str = "http://localhost:7241"  # where `burr` (Burr's tracking UI) is reached; History links to it
 
     @property
     def offline(self) -> bool:
@@ -150,6 +151,14 @@ def _base_url(name: str, value: str) -> str | None:
     return value or None
 
 
+def _web_url(name: str, value: str) -> str:
+    """An http(s) base URL without the trailing slash, so paths can be appended to it."""
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or len(value.split("//", 1)[1]) == 0:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
 def _tracker_project(name: str, value: str) -> str | None:
     value = value.strip()
     if value.lower() in TRACKING_OFF:
@@ -188,4 +197,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_MAX_RUNS": ("max_runs", _int_in(1, 1000)),
     "BURROW_API_HOST": ("api_host", _text),
     "BURROW_API_PORT": ("api_port", _int_in(1, 65535)),
+    "BURROW_BURR_UI_URL": ("burr_ui_url", _web_url),
 }

@@ -15,14 +15,22 @@ import streamlit as st  # noqa: E402
 from core.errors import StorageError  # noqa: E402
 from ui.services import storage_error  # noqa: E402
 
-st.set_page_config(page_title="Burrow", page_icon=":material/forum:", layout="centered",
-                   initial_sidebar_state="expanded")
+PAGE_ICON = Path(__file__).with_name("static") / "burrow.svg"
+
+# The icon is a local file, served by this server: an emoji or :material: icon (the page's or a
+# navigation entry's) makes the browser fetch an image from fonts.gstatic.com. It is set before
+# st.navigation, or the browser takes the entry's icon instead. "auto" starts the sidebar
+# collapsed on narrow screens, where it would cover the page.
+st.set_page_config(page_title="Burrow", page_icon=PAGE_ICON, initial_sidebar_state="auto")
 # The page scripts live in views/, not pages/: a pages/ folder next to the main script switches
 # Streamlit to its old multipage mode, which runs a page without this file around it.
 page = st.navigation([
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
     st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
 ])
+# The layout is set here, once per run, before the page draws: a page that changed it itself
+# (after this file had set another) left the browser at either width, depending on the run.
+st.set_page_config(layout="wide" if page.url_path == "history" else "centered")
 try:
     page.run()
 except StorageError as exc:  # the database went away after start: explain, never a traceback

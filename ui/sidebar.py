@@ -3,6 +3,8 @@
 A conversation writing a reply right now (in this process or on another server) is marked in its
 row. While one is, a small fragment looks again every few seconds and redraws the page when that
 changes, so a reply that finishes in the background is not left marked.
+
+On a narrow screen the sidebar covers the page, so choosing a conversation (or a new chat) closes it.
 """
 from __future__ import annotations
 
@@ -21,13 +23,23 @@ REPLY_POLL = 2  # seconds between looks at which listed conversations are still 
 REPLYING = ":material/hourglass_top: replying…"
 _SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
 _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
+_CHOSEN = "sidebar_chosen"  # how many choices were made: set by a choice, the next run closes the sidebar
+_CLOSED = "sidebar_closed"  # the choice the sidebar was last closed for
+NARROW = "(max-width: 768px)"  # Streamlit's own breakpoint: below it the sidebar overlays the page
+# Our own fixed script (no user content): clicks Streamlit's collapse button, on narrow screens only.
+CLOSE_ON_NARROW = """<script>/* choice {n} */
+if (window.matchMedia("%s").matches) {
+  const button = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
+  if (button) button.click();
+}
+</script>""" % NARROW
 
 
 def render(service: ChatService, current_key: str | None) -> None:
     """Draws the sidebar; clicks change the URL's selection (callbacks), so the page stays put."""
     st.html(STYLE)
     with st.sidebar:
-        if st.button("New chat", type="primary", icon=":material/add:", width="stretch"):
+        if st.button("New chat", type="primary", icon=":material/add:", width="stretch", on_click=_chosen):
             nav.open_new_chat(service)
         search = st.text_input("Search conversations", key="sidebar_search", placeholder="Title contains…",
                                on_change=_reset_paging)
@@ -43,6 +55,23 @@ def render(service: ChatService, current_key: str | None) -> None:
         if replying:
             st.fragment(_watch_replies, run_every=REPLY_POLL)(service, keys, replying)
     _open_dialog(service)
+    _close_after_a_choice()
+
+
+def _chosen(partition_key: str | None = None) -> None:
+    """A conversation was picked (or a new chat): select it, and close the sidebar on the next run."""
+    if partition_key is not None:
+        nav.select(partition_key)
+    st.session_state[_CHOSEN] = st.session_state.get(_CHOSEN, 0) + 1
+
+
+def _close_after_a_choice() -> None:
+    """Streamlit has no call to close the sidebar: a tiny script clicks its collapse button, once per choice
+    (the number makes every script new, so the browser runs it again for the next choice)."""
+    chosen = st.session_state.get(_CHOSEN, 0)
+    if chosen and st.session_state.get(_CLOSED) != chosen:
+        st.session_state[_CLOSED] = chosen
+        st.html(CLOSE_ON_NARROW.replace("{n}", str(chosen)), unsafe_allow_javascript=True)
 
 
 def _watch_replies(service: ChatService, keys: list[str], replying: set[str]) -> None:
@@ -74,7 +103,7 @@ def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
                       gap="small"):
         label = f"{escape_markdown(clip(item.title, 30))}  \n{when}"
         st.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
-                  width="stretch", on_click=nav.select, args=(item.partition_key,),
+                  width="stretch", on_click=_chosen, args=(item.partition_key,),
                   help=f"{clip(item.title, 200)} · {item.message_count} messages"
                        + (" · writing a reply now" if replying else ""))
         with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete"):

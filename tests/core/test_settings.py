@@ -133,6 +133,9 @@ def test_api_key_is_not_in_repr():
         ("BURROW_MAX_MESSAGE_CHARS", "many"),
         ("BURROW_LIST_CACHE_MB", "-1"),
         ("BURROW_LIST_CACHE_MB", "64MB"),
+        ("BURROW_BURR_UI_URL", "localhost:7241"),
+        ("BURROW_BURR_UI_URL", "http://"),
+        ("BURROW_BURR_UI_URL", ""),
     ],
 )
 def test_every_invalid_value_raises_settings_error_naming_the_variable(name, value):
@@ -197,3 +200,11 @@ def test_a_bad_log_level_is_one_line_naming_the_variable(value):
         Settings.load({"BURROW_LOG_LEVEL": value})
     message = str(caught.value)
     assert "BURROW_LOG_LEVEL" in message and "DEBUG" in message and "\n" not in message
+
+
+def test_burr_ui_url_defaults_to_the_local_burr_server_and_can_be_moved():
+    assert Settings.load({}).burr_ui_url == "http://localhost:7241"
+    moved = Settings.load({"BURROW_BURR_UI_URL": " https://burr.example.test/ui/ "})
+    assert moved.burr_ui_url == "https://burr.example.test/ui"  # no trailing slash: paths are appended
+    from_secrets = Settings.load({}, secrets={"BURROW_BURR_UI_URL": "http://10.0.0.5:7241"})
+    assert from_secrets.burr_ui_url == "http://10.0.0.5:7241"

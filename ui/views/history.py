@@ -1,32 +1,37 @@
 """History page: browse a conversation's persisted Burr snapshots, see what each step changed, fork.
 
-Only one page of snapshot metadata (50 rows) and the selected snapshot (`service.snapshot`: its
-state, the one before it, what changed and what runs next) are read per run, so long conversations
+Only one page of snapshot metadata (PAGE_ROWS rows) and the selected snapshot (`service.snapshot`:
+its state, the one before it, what changed and what runs next) are read per run, so long conversations
 open as fast as short ones. A failed step shows the reason saved with it, as the user was told.
+
+One step is selected per branch (`history_step_<app id>` in session state, the latest by default);
+the table's ticked row, the Snapshot box and the "Go to step" box all follow it, and each of them
+changes it, so they never disagree. The table page is always the one holding that step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from functools import partial
 from typing import Any
 
+import graphviz
 import pandas as pd
 import streamlit as st
 
 from core.chat import BranchSummary, ChatService, SnapshotSummary, SnapshotView
-from core.history import StateDiff, highlighted_graph
+from core.history import CURRENT_FILL, NEXT_FILL, StateDiff, highlighted_graph
 from ui import nav, sidebar
 from ui.format import clip, escape_markdown, short_id
 from ui.messages import render_message
 from ui.services import get_service
 
-PAGE_ROWS = 50
-BURR_UI = "http://localhost:7241"
+PAGE_ROWS = 10  # every row fits in the table without scrolling, so the ticked one is always in view
+ROW_PX, HEADER_PX = 35, 38
 
 
 def main() -> None:
-    st.set_page_config(layout="wide")
     service = get_service()
     selection = nav.current(service, create=False)
     sidebar.render(service, selection.partition_key)
@@ -38,9 +43,11 @@ def main() -> None:
     if summary is None:
         _nothing_yet(key)
         return
-    st.caption(f"**{escape_markdown(clip(summary.title, 100))}** · {summary.message_count} messages · "
-               "pick another conversation in the sidebar.")
+    title = st.empty()  # the caption names the branch's message count, known once the branch is picked
     app_id = pick_branch(service, key, selection.app_id)
+    count = summary.message_count if app_id == summary.latest_app_id else len(service.open(key, app_id).messages)
+    title.caption(f"**{escape_markdown(clip(summary.title, 100))}** · {count} messages on this branch · "
+                  "pick another conversation in the sidebar.")
     browse(service, key, app_id)
 
 
@@ -88,16 +95,27 @@ def _burr_link(service: ChatService, key: str, app_id: str) -> None:
         return
     where = f"BURR_PATH={settings.tracker_dir} burr" if settings.tracker_dir else "burr"
     st.caption(f"Burr's own tracking UI has this run too: start it with `{where}`, then open "
-               f"[{settings.tracker_project} / this run]({BURR_UI}/project/{settings.tracker_project}/{key}/{app_id}).")
+               f"[{settings.tracker_project} / this run]({settings.burr_ui_url}/project/{settings.tracker_project}/{key}/{app_id}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """What the navigator needs to know of a branch: how many steps, the first and the last one."""
+
+    total: int
+    first: int
+    last: int
 
 
 def browse(service: ChatService, key: str, app_id: str) -> None:
-    """The paged snapshot table, then the selected snapshot's graph, what changed and full state."""
-    rows = _snapshot_table(service, key, app_id)
-    if not rows:
+    """The navigator and the page of the table holding the selected step, then that step's details."""
+    steps = _steps(service, key, app_id)
+    if steps is None:
         st.info("This branch has no saved steps.")
         return
-    seq = _pick_snapshot(app_id, rows)
+    seq, offset, rows = _selected_page(service, key, app_id, steps)
+    _navigator(service, key, app_id, steps, seq, offset, rows)
+    _snapshot_table(app_id, rows, seq)
     snapshot = service.snapshot(key, app_id, seq)
     if snapshot is None:  # deleted or cut off since the table was read
         st.warning(f"Step {seq} of this branch is no longer stored.", icon=":material/history:")
@@ -114,46 +132,123 @@ def browse(service: ChatService, key: str, app_id: str) -> None:
             st.json(snapshot.state, expanded=2)
 
 
-def _snapshot_table(service: ChatService, key: str, app_id: str) -> list[SnapshotSummary]:
-    """One page of the branch's snapshots (metadata only); the page box sits under the table."""
+def _steps(service: ChatService, key: str, app_id: str) -> Steps | None:
     total = service.snapshot_count(key, app_id)
-    pages = max(1, math.ceil(total / PAGE_ROWS))
-    st.markdown(f"**{total} snapshots** on this branch" + (f", {PAGE_ROWS} per page" if pages > 1 else ""))
-    table_slot = st.container()
-    page = 1
-    if pages > 1:
-        page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"history_page_{app_id}", width=200)
-    rows = service.snapshots(key, app_id, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
+    first = service.snapshots(key, app_id, limit=1)
+    last = service.snapshots(key, app_id, limit=1, newest_first=True)
+    return Steps(total, first[0].sequence_id, last[0].sequence_id) if total and first and last else None
+
+
+def _step_key(app_id: str) -> str:
+    return f"history_step_{app_id}"
+
+
+def _selected_page(service: ChatService, key: str, app_id: str,
+                   steps: Steps) -> tuple[int, int, list[SnapshotSummary]]:
+    """The selected step (the latest unless one was chosen), its offset, and the table page holding it.
+
+    A step number that is not stored (typed into "Go to step") selects the next stored one.
+    """
+    wanted = st.session_state.get(_step_key(app_id), steps.last)
+    offset = _offset_of(service, key, app_id, min(max(wanted, steps.first), steps.last), steps)
+    page_start, page_end = _page_bounds(offset, steps.total)
+    rows = service.snapshots(key, app_id, offset=page_start, limit=page_end - page_start)
+    ids = [r.sequence_id for r in rows]
+    seq = wanted if wanted in ids else ids[min(offset - page_start, len(ids) - 1)]
+    st.session_state[_step_key(app_id)] = seq
+    return seq, page_start + ids.index(seq), rows
+
+
+def _page_bounds(offset: int, total: int) -> tuple[int, int]:
+    """The table page holding `offset`: pages are counted from the newest step, so the page that
+    opens first is full and only the oldest one may be short."""
+    from_end = (total - 1 - offset) // PAGE_ROWS
+    end = total - from_end * PAGE_ROWS
+    return max(0, end - PAGE_ROWS), end
+
+
+def _offset_of(service: ChatService, key: str, app_id: str, seq: int, steps: Steps) -> int:
+    """Where `seq` sits in the branch (steps are numbered one by one, so the first guess is nearly
+    always right; otherwise a binary search over offsets, a few one-row reads)."""
+    guess = seq - steps.first
+    if 0 <= guess < steps.total and _seq_at(service, key, app_id, guess) == seq:
+        return guess
+    low, high = 0, steps.total - 1
+    while low < high:  # the first offset whose step is >= seq
+        middle = (low + high) // 2
+        if _seq_at(service, key, app_id, middle) < seq:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _seq_at(service: ChatService, key: str, app_id: str, offset: int) -> int:
+    found = service.snapshots(key, app_id, offset=offset, limit=1)
+    return found[0].sequence_id if found else -1
+
+
+def _navigator(service: ChatService, key: str, app_id: str, steps: Steps, seq: int, offset: int,
+               rows: list[SnapshotSummary]) -> None:
+    """How many steps there are, and ways to any of them: first, a page back or on, latest, a number."""
+    pages = max(1, math.ceil(steps.total / PAGE_ROWS))
+    page = pages - (steps.total - 1 - offset) // PAGE_ROWS
+    st.markdown(f"**{steps.total} snapshots** on this branch (steps {steps.first}–{steps.last})"
+                + (f" · page {page} of {pages}, {PAGE_ROWS} per page" if pages > 1 else ""))
+    move = partial(_move_to_offset, service, key, app_id)
+    with st.container(horizontal=True, vertical_alignment="bottom", key=f"history_nav_{app_id}"):
+        st.button("First", icon=":material/first_page:", key=f"history_first_{app_id}", disabled=seq == steps.first,
+                  on_click=_select, args=(app_id, steps.first), help=f"Step {steps.first}, the branch's first")
+        st.button("Earlier", icon=":material/chevron_left:", key=f"history_earlier_{app_id}", disabled=page == 1,
+                  on_click=move, args=(max(0, offset - PAGE_ROWS),), help=f"{PAGE_ROWS} steps back")
+        st.button("Later", icon=":material/chevron_right:", key=f"history_later_{app_id}", disabled=page == pages,
+                  on_click=move, args=(min(steps.total - 1, offset + PAGE_ROWS),), help=f"{PAGE_ROWS} steps on")
+        st.button("Latest", icon=":material/last_page:", key=f"history_latest_{app_id}", disabled=seq == steps.last,
+                  on_click=_select, args=(app_id, steps.last), help=f"Step {steps.last}, the newest")
+        goto = f"history_goto_{app_id}"
+        st.session_state[goto] = seq  # follows the selection; typing a number changes it
+        st.number_input("Go to step", steps.first, steps.last, key=goto, step=1, width=170,
+                        on_change=lambda: _select(app_id, st.session_state[goto]))
+        by_id = {r.sequence_id: r for r in rows}
+        box = f"history_snapshot_{app_id}"
+        st.session_state[box] = seq
+        st.selectbox("Snapshot", list(by_id), key=box, width=340,
+                     format_func=lambda s: f"Step {s} · {by_id[s].position} · {by_id[s].status}",
+                     on_change=lambda: _select(app_id, st.session_state[box]))
+
+
+def _select(app_id: str, seq: int) -> None:
+    st.session_state[_step_key(app_id)] = int(seq)
+
+
+def _move_to_offset(service: ChatService, key: str, app_id: str, offset: int) -> None:
+    """Earlier / Later: the step that many rows away (a callback, so the page draws it at once)."""
+    found = service.snapshots(key, app_id, offset=offset, limit=1)
+    if found:
+        _select(app_id, found[0].sequence_id)
+
+
+def _snapshot_table(app_id: str, rows: list[SnapshotSummary], seq: int) -> None:
+    """The page of steps; its ticked row is the selected step, and ticking another selects that one."""
     frame = pd.DataFrame([{"Step": r.sequence_id, "Action": r.position, "Status": r.status,
                            "Saved (UTC)": r.created_at.strftime("%b %d %H:%M:%S"), "Bytes": r.stored_bytes,
                            "Error": r.error or ""}
                           for r in rows])
-    table = f"history_table_{app_id}_{page}"
-    with table_slot:
-        st.dataframe(frame, hide_index=True, width="stretch", height=min(320, 38 + 35 * len(rows)),
-                     key=table, on_select=partial(_table_clicked, table, app_id, [r.sequence_id for r in rows]),
-                     selection_mode="single-row",
-                     column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot"),
-                                    "Error": st.column_config.TextColumn(help="Why a failed step failed, as the "
-                                                                              "user was told")})
-    return rows
+    ids = [r.sequence_id for r in rows]
+    table = f"history_table_{app_id}_{ids[0]}"
+    st.session_state[table] = {"selection": {"rows": [ids.index(seq)], "columns": [], "cells": []}}
+    st.dataframe(frame, hide_index=True, width="stretch", height=HEADER_PX + ROW_PX * len(rows) + 2,
+                 key=table, on_select=partial(_table_clicked, table, app_id, ids), selection_mode="single-row",
+                 column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot"),
+                                "Error": st.column_config.TextColumn(help="Why a failed step failed, as the "
+                                                                          "user was told")})
 
 
 def _table_clicked(table: str, app_id: str, sequence_ids: list[int]) -> None:
-    """A row click selects that snapshot (the select box below is the control AppTest can drive)."""
+    """A ticked row selects its step; unticking it keeps the step (the row is ticked again)."""
     picked = st.session_state[table]["selection"]["rows"]
     if picked:
-        st.session_state[f"history_step_{app_id}"] = sequence_ids[picked[0]]
-
-
-def _pick_snapshot(app_id: str, rows: list[SnapshotSummary]) -> int:
-    widget = f"history_step_{app_id}"
-    ids = [r.sequence_id for r in rows]
-    if st.session_state.get(widget) not in ids:
-        st.session_state[widget] = ids[-1]
-    by_id = {r.sequence_id: r for r in rows}
-    return st.selectbox("Snapshot", ids, key=widget,
-                        format_func=lambda s: f"Step {s} · {by_id[s].position} · {by_id[s].status}")
+        _select(app_id, sequence_ids[picked[0]])
 
 
 def _graph(snapshot: SnapshotView) -> None:
@@ -163,9 +258,26 @@ def _graph(snapshot: SnapshotView) -> None:
         st.error(f"This step failed: {row.error}", icon=":material/error:")
     elif row.status == "failed":
         st.error("This step failed (no reason was saved with it).", icon=":material/error:")
-    st.graphviz_chart(highlighted_graph(row.position, upcoming), width="stretch")
-    st.caption("Green: the action this snapshot was saved after. Yellow: the action that runs next. "
-               "Dashed edges carry their conditions.")
+    st.graphviz_chart(marked_graph(row.position, upcoming), width="stretch")
+    st.caption("Green, thick border: the action this snapshot was saved after. Yellow: the action that runs "
+               "next. Dashed edges carry their conditions.")
+
+
+def marked_graph(current: str | None, upcoming: str | None) -> graphviz.Digraph:
+    """The chat graph with the marks inside the nodes (a label beside a node read as an edge's)."""
+    dot = highlighted_graph(None, None)
+    if upcoming and upcoming != current:
+        dot.node(upcoming, label=_node_label(upcoming, "next"), fillcolor=NEXT_FILL, penwidth="2")
+    if current:
+        mark = "this step" if upcoming != current else "failed here · runs again next"
+        dot.node(current, label=_node_label(current, mark), fillcolor=CURRENT_FILL, penwidth="3")
+    return dot
+
+
+def _node_label(name: str, mark: str) -> str:
+    """The action's name with the mark on a second line (plain text: each line is centred by the
+    browser, where an HTML-like label is placed with Graphviz's font metrics and drifts)."""
+    return f"{name}\\n{mark}"
 
 
 def _actions(service: ChatService, key: str, app_id: str, row: SnapshotSummary) -> None:
