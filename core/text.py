@@ -53,3 +53,19 @@ def without_remote_images(text: str) -> str:
     """Markdown images become links labelled as images, so no viewer's browser fetches a URL planted
     in a message (a tracking pixel); everything else is left alone."""
     return _IMAGE.sub("[image: ", text)
+
+
+def with_line_breaks(text: str) -> str:
+    """Markdown that keeps the writer's line breaks: a single newline becomes a hard break (two trailing
+    spaces), as chat apps show it, except inside fenced code blocks, where lines are kept as they are."""
+    out: list[str] = []
+    fenced = False
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if _FENCE.match(line):
+            fenced = not fenced
+        following = lines[number + 1] if number + 1 < len(lines) else None
+        breaks = (not fenced and following is not None and line.strip() and following.strip()
+                  and not _FENCE.match(line) and not _FENCE.match(following) and not line.endswith("  "))
+        out.append(line + "  " if breaks else line)
+    return "\n".join(out)

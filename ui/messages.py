@@ -6,24 +6,30 @@ browser fetches a URL planted in a message, not even for a moment while a reply 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
 from core.chat import REFUSED, STOPPED
-from core.text import without_remote_images
+from core.text import with_line_breaks, without_remote_images
 
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
 UNANSWERED = ":material/do_not_disturb_on: No reply — this message was not answered."
 UNANSWERED_LAST = UNANSWERED + " Retry or send a new message."  # the buttons for that are right below it
 
 
+Below = Callable[[int, dict[str, Any]], None]  # draws under message `index` (the Chat page's controls)
+
+
 def shown_text(text: str | None) -> str:
-    """The Markdown a message's text is shown as: the same for a saved reply and a partial one."""
-    return without_remote_images(text or "")
+    """The Markdown a message's text is shown as: the same for a saved reply and a partial one, with
+    the writer's line breaks kept."""
+    return with_line_breaks(without_remote_images(text or ""))
 
 
-def render_message(message: dict[str, Any], unanswered: bool = False, last: bool = False) -> None:
+def render_message(message: dict[str, Any], unanswered: bool = False, last: bool = False,
+                   below: Below | None = None, index: int = -1) -> None:
     """One saved message; stopped and refused replies say so, and so does a question left unanswered."""
     role = message.get("role")
     if role not in AVATARS:
@@ -36,10 +42,12 @@ def render_message(message: dict[str, Any], unanswered: bool = False, last: bool
             st.caption(":material/shield: Refused by the safety policy: the model was not asked.")
         if unanswered and role == "user":
             st.caption(UNANSWERED_LAST if last else UNANSWERED)
+        if below is not None:
+            below(index, message)
 
 
-def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = ()) -> None:
+def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = (), below: Below | None = None) -> None:
     """A conversation's messages, marking the user messages (by index) that never got a reply."""
     marked = set(unanswered)
     for index, message in enumerate(messages):
-        render_message(message, unanswered=index in marked, last=index == len(messages) - 1)
+        render_message(message, unanswered=index in marked, last=index == len(messages) - 1, below=below, index=index)

@@ -83,10 +83,10 @@ def test_a_too_long_message_is_refused_with_the_limit(app, monkeypatch, llm_serv
     ok(app.run())
     ok(app.chat_input[0].set_value("x" * 25).run())
     assert "the limit is 20" in app.warning[0].value
-    assert app.text_area[0].value == "x" * 25  # what was typed stays on the page, to shorten and send
+    assert app.text_area(key="chat_draft_text").value == "x" * 25  # what was typed stays on the page, to shorten and send
     assert messages(app) == []
     assert llm_server.requests == []
-    ok(app.text_area[0].set_value("x" * 20).run())
+    ok(app.text_area(key="chat_draft_text").set_value("x" * 20).run())
     ok(button(app, "Send").click().run())
     for _ in range(50):  # a new chat's page reruns once at the first words; a busy machine may stop there
         if len(messages(app)) == 2:
@@ -94,7 +94,7 @@ def test_a_too_long_message_is_refused_with_the_limit(app, monkeypatch, llm_serv
         time.sleep(0.1)
         ok(app.run())
     assert messages(app) == [("user", "x" * 20), ("assistant", "Echo: " + "x" * 20)]
-    assert not app.warning and not app.text_area
+    assert not app.warning and not [t for t in app.text_area if t.key == "chat_draft_text"]
 
 
 def test_a_blank_message_is_not_sent(app, llm_server):

@@ -151,14 +151,14 @@ def test_a_busy_server_keeps_the_message_to_send_again(make_app, monkeypatch, ll
     other = ok(make_app().run())  # another tab, a new chat, while the only run slot is taken
     ok(other.chat_input[0].set_value("Are you free?").run())
     assert "limit" in other.warning[0].value and "try again" in other.warning[0].value
-    assert other.text_area[0].value == "Are you free?"
+    assert other.text_area(key="chat_draft_text").value == "Are you free?"
     assert messages(other) == []
     wait_saved_reply(persister, first.query_params["c"])
     llm_server.reset()
-    ok(other.text_area[0].set_value("Are you free now?").run())
+    ok(other.text_area(key="chat_draft_text").set_value("Are you free now?").run())
     ok(button(other, "Send").click().run())
     assert messages(other) == [("user", "Are you free now?"), ("assistant", "Echo: Are you free now?")]
-    assert not other.warning and not other.text_area
+    assert not other.warning and not [t for t in other.text_area if t.key == "chat_draft_text"]
 
 
 def test_a_message_sent_while_a_reply_streams_waits_its_turn(app, llm_server, persister):

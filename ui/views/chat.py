@@ -15,7 +15,8 @@ import logging
 import streamlit as st
 
 from core.chat import BusyError, ChatService, ConversationView, EventKind, InputError, Run, TurnOutcome
-from ui import live, nav, sidebar
+from core.facts import describe
+from ui import live, message_actions, nav, sidebar
 from ui.format import clip, escape_markdown, short_id
 from ui.messages import render_messages
 from ui.nav import Selection
@@ -26,7 +27,6 @@ log = logging.getLogger("ui.views.chat")
 PLACEHOLDER = "Message Burrow…"
 ELSEWHERE = "A reply is being written on another server…"
 _SENT = "chat_sent"  # {"key", "run", "prompt"}: the latest run this session started
-_ACTION = "chat_action"  # (kind, partition key, app id, text): Retry / Continue / Send, from a callback
 _DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be sent, to edit and send again
 _DRAFT_BOX = "chat_draft_text"  # the text area showing that draft
 
@@ -38,20 +38,25 @@ def main() -> None:
     if selection.problem:
         nav.show_problem(service, selection)
     prompt = st.chat_input(PLACEHOLDER)
-    kind, text = _take_action(selection.partition_key)
+    action = message_actions.take(selection.partition_key)
+    kind = action["kind"] if action else None
     busy = _retry(service, selection) if kind == "retry" else None  # before open(): the view counts it as live
-    message = prompt if prompt is not None else text if kind == "send" else None
+    message = prompt if prompt is not None else action["text"] if kind == "send" else None
     view = service.open(selection.partition_key, selection.app_id)
     header(service, selection, view, starting=message is not None)
-    render_messages(view.messages, view.unanswered)
+    forked = _branch(service, selection, action) if kind in ("edit", "regenerate") else None
+    shown = view.messages[:action["index"]] if forked else view.messages  # a new branch shares only these
+    render_messages(shown, view.unanswered, below=lambda i, m: message_actions.render(service, view, i, m))
     running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
     replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
     if message is not None:
         replies += _send(service, selection, view, message, queued=bool(replies))
+    elif forked:
+        replies += [live.place(service, forked, action["text"] if kind == "edit" else None)]
     if replies:
         for reply in replies:  # a second one waits for the first: the service runs them in turn
             live.follow(reply)
-        nav.select(selection.partition_key, selection.app_id)
+        nav.select(selection.partition_key, replies[-1].run.app_id or selection.app_id)
         st.rerun()
     if busy:
         st.warning(busy, icon=":material/hourglass_top:")
@@ -100,6 +105,22 @@ def _send(service: ChatService, selection: Selection, view: ConversationView, te
     return [live.place(service, run, text, first_words_only=fresh, queued=queued)]
 
 
+def _branch(service: ChatService, selection: Selection, action: dict) -> Run | None:
+    """Starts an edit or a regenerate on a new branch; None (with the reason shown) when it cannot start."""
+    key, app_id, index = selection.partition_key, action["app_id"], action["index"]
+    try:
+        if action["kind"] == "edit":
+            run = service.edit(key, app_id, index, action["text"] or "")
+        else:
+            run = service.regenerate(key, app_id, index)
+    except (InputError, BusyError) as exc:
+        log.info("%s not started on conversation %s: %s", action["kind"].capitalize(), key, exc)
+        st.warning(str(exc), icon=":material/edit_note:")
+        return None
+    _remember(run, action["text"] if action["kind"] == "edit" else None)
+    return run
+
+
 def _retry(service: ChatService, selection: Selection) -> str | None:
     """Starts the retry of the failed step; the reason when the process has no room for it now."""
     try:
@@ -134,11 +155,13 @@ def status(service: ChatService, selection: Selection, view: ConversationView) -
     if view.failed_step:
         st.error(view.failure or error or f"The last reply did not finish (the {view.failed_step} step failed).",
                  icon=":material/error:")
-        _action_button("Retry", ("retry", selection.partition_key, view.app_id, None))
+        if view.failure_facts:
+            st.caption(describe(view.failure_facts))
+        _action_button("Retry", selection.partition_key, view.app_id)
     elif view.pending_step:
         st.info(f"This branch stops in the middle of a turn (next step: `{view.pending_step}`). "
                 "Continue to get the reply, or send a new message.", icon=":material/pause_circle:")
-        _action_button("Continue", ("retry", selection.partition_key, view.app_id, None))
+        _action_button("Continue", selection.partition_key, view.app_id)
     elif error:  # nothing was saved (the database went away, or another writer held on too long)
         sent = st.session_state.pop(_SENT)
         if sent.get("prompt"):
@@ -184,7 +207,7 @@ def _keep_draft() -> None:
 def _send_draft(partition_key: str, app_id: str | None) -> None:
     text = st.session_state.get(_DRAFT_BOX) or st.session_state[_DRAFT]["text"]
     _discard_draft()
-    st.session_state[_ACTION] = ("send", partition_key, app_id, text)
+    message_actions.request("send", partition_key, app_id, text)
 
 
 def _discard_draft() -> None:
@@ -192,22 +215,9 @@ def _discard_draft() -> None:
     st.session_state.pop(_DRAFT_BOX, None)
 
 
-def _action_button(label: str, action: tuple) -> None:
+def _action_button(label: str, partition_key: str, app_id: str | None) -> None:
     st.button(label, type="primary", icon=":material/refresh:", key=f"chat_{label.lower().replace(' ', '_')}",
-              on_click=_request, args=(action,))
-
-
-def _request(action: tuple) -> None:
-    """Runs before the next rerun; the turn itself is started by the page body, which then attaches to it."""
-    st.session_state[_ACTION] = action
-
-
-def _take_action(partition_key: str) -> tuple[str | None, str | None]:
-    """The action a button asked for (kind, text), if it is for the conversation shown."""
-    action = st.session_state.pop(_ACTION, None)
-    if action is None or action[1] != partition_key:
-        return None, None
-    return action[0], action[3]
+              on_click=message_actions.request, args=("retry", partition_key, app_id))
 
 
 main()
