@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
+# Loopback only by default: the app has no login yet. `make run ADDRESS=0.0.0.0` exposes it on purpose.
+ADDRESS ?= 127.0.0.1
 run: $(STAMP)
-	$(BIN)/python -m streamlit run ui/Home.py
+	$(BIN)/python -m streamlit run ui/Home.py --server.address $(ADDRESS)
 
 serve: $(STAMP)
 	$(BIN)/python -m server
