@@ -5,7 +5,8 @@ Reads run without BEGIN/COMMIT round trips (SQLite: no BEGIN; PostgreSQL: autoco
 statement sees committed rows, and every read Burrow makes is one statement or tolerates rows
 appearing between statements (snapshot rows are only ever added; a merge rewrites chunks into
 equal items). Writes take SQLite's lock up front (BEGIN IMMEDIATE), so two writers queue instead
-of failing with "database is locked".
+of failing with "database is locked". `write_one` is for a write that is one statement, atomic by
+itself (the persister's usual save on PostgreSQL): no transaction around it, same error translation.
 
 `AsyncDatabase` is the same for SQLAlchemy's asyncio engine: it runs the same sync `work(conn)` through
 `AsyncConnection.run_sync`, on an engine with the same settings, so both persisters share one code path.
@@ -163,6 +164,7 @@ class Database:
         # A shared in-memory connection must not run two threads' statements interleaved.
         self._serial = threading.RLock() if is_memory_sqlite(engine.url) else None
         self._reader = engine.execution_options(**_read_options(self.dialect))
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _exclusive(self) -> Any:
         return self._serial if self._serial is not None else nullcontext()
@@ -193,6 +195,16 @@ class Database:
                     raise
                 self.engine.dispose()
             return attempt()
+
+        return self.guard(run)
+
+    def write_one(self, work: Callable[[Connection], T]) -> T:
+        """Runs `work(conn)` whose writes are a single statement, atomic by itself, on an autocommit
+        connection (PostgreSQL): SQLAlchemy's begin and commit still frame it, but send nothing, so
+        BEGIN and COMMIT cost no round trips of their own."""
+        def run() -> T:
+            with self._autocommit.connect() as conn:
+                return _in_transaction(conn, work)
 
         return self.guard(run)
 
