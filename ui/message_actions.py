@@ -61,7 +61,7 @@ def _switcher(view: ConversationView, versions: Versions) -> None:
     st.button("", icon=":material/chevron_left:", type="tertiary", key=f"prev_{view.app_id}_{versions.index}",
               disabled=here == 0, help="Previous version", on_click=nav.select,
               args=(view.partition_key, versions.branches[max(0, here - 1)]))
-    st.markdown(f"{here + 1}/{versions.count}", help=f"Version {here + 1} of {versions.count} of this message")
+    st.markdown(f"{here + 1}/{versions.count}")
     st.button("", icon=":material/chevron_right:", type="tertiary", key=f"next_{view.app_id}_{versions.index}",
               disabled=here == versions.count - 1, help="Next version", on_click=nav.select,
               args=(view.partition_key, versions.branches[min(versions.count - 1, here + 1)]))
