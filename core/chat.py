@@ -31,7 +31,7 @@ from core.settings import Settings
 from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
                           Lineage, SnapshotSummary, SQLAlchemyPersister)
 from core.text import is_valid_conversation_id, plain_text
-from core.tree import ConversationTree, Versions
+from core.tree import ConversationTree, OutlineEntry, Versions, outline
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
 
@@ -238,6 +238,16 @@ class ChatService:
         """Every branch with where it forked: which branch shows which version of each message."""
         return ConversationTree(self._lineage.branches(valid_id(partition_key)))
 
+    def tree_outline(self, partition_key: str) -> list[OutlineEntry]:
+        """The branches in tree order, each with the message where it diverges from its parent."""
+        tree = self.tree(partition_key)
+        first_own: dict[str, dict | None] = {}
+        for shape in tree.shapes:
+            data = self._persister.load(partition_key, shape.app_id) if shape.length > shape.inherited else None
+            history = data["state"].get("chat_history", []) if data else []
+            first_own[shape.app_id] = history[shape.inherited] if len(history) > shape.inherited else None
+        return outline(tree, first_own)
+
     def set_feedback(self, partition_key: str, app_id: str, index: int, thumbs_up: bool | None,
                      comment: str | None = None, tags: tuple[str, ...] = ()) -> Feedback:
         """Rates reply `index` of a branch (thumbs None and no comment clears the rating). The rating
@@ -379,5 +389,5 @@ def _ensure_sqlite_folder(url: str) -> None:
 
 
 __all__ = ["BranchSummary", "BusyError", "ChatService", "ConversationSummary", "ConversationTree", "ConversationView",
-           "EventKind", "Feedback", "InputError", "LLMError", "REFUSED", "Run", "STOPPED", "SnapshotSummary",
+           "EventKind", "Feedback", "InputError", "OutlineEntry", "LLMError", "REFUSED", "Run", "STOPPED", "SnapshotSummary",
            "SnapshotView", "StorageError", "TurnOutcome", "Versions", "clean_message"]

@@ -85,3 +85,30 @@ class ConversationTree:
     def roots(self) -> list[BranchShape]:
         """Branches with no parent here (the original, and any started empty), oldest first."""
         return sorted((s for s in self.shapes if s.parent not in self._by_id), key=lambda s: (s.created_at, s.app_id))
+
+
+@dataclasses.dataclass(frozen=True)
+class OutlineEntry:
+    """One branch in the outline of a tree: how deep it sits and the message where it diverges."""
+
+    shape: BranchShape
+    depth: int
+    diverges_with: dict | None  # its first own message (None: it has none yet)
+
+
+def outline(tree: ConversationTree, first_own: dict[str, dict | None]) -> list[OutlineEntry]:
+    """The branches depth first (each after the one it forked from, siblings oldest first)."""
+    entries: list[OutlineEntry] = []
+    seen: set[str] = set()
+
+    def visit(shape: BranchShape, depth: int) -> None:
+        if shape.app_id in seen:
+            return
+        seen.add(shape.app_id)
+        entries.append(OutlineEntry(shape, depth, first_own.get(shape.app_id)))
+        for child in tree.children(shape.app_id):
+            visit(child, depth + 1)
+
+    for root in tree.roots():
+        visit(root, 0)
+    return entries

@@ -201,3 +201,23 @@ def test_facts_of_a_stopped_and_a_failed_reply(remote, llm_server):
     assert view.failed_step == "ai_response"
     assert view.failure_facts["finish_reason"] == "error" and "total_ms" in view.failure_facts
     assert set(view.failure_facts) <= set(FACT_KEYS)
+
+
+def test_the_outline_lists_branches_depth_first_with_where_they_diverge(service):
+    root = answered(service, "c12", "a", "b")
+    edit_a = finished(service.edit("c12", root, 0, "a, edited"))
+    regen = finished(service.regenerate("c12", root, 3))
+    sibling = finished(service.edit("c12", regen, 2, "b, edited"))  # message 2 is root's: forks from root
+    answered(service, "c12", "c", app_id=regen)
+    under_regen = finished(service.edit("c12", regen, 4, "c, edited"))  # message 4 is regen's own
+    entries = service.tree_outline("c12")
+    by_branch = {e.shape.app_id: e for e in entries}
+    assert [e.shape.app_id for e in entries if e.depth == 0] == [root, edit_a]  # an edit of message 0 is a root
+    assert by_branch[regen].depth == 1 and by_branch[under_regen].depth == 2
+    assert [e.shape.app_id for e in entries].index(under_regen) == [e.shape.app_id for e in entries].index(regen) + 1
+    assert by_branch[edit_a].diverges_with["content"] == "a, edited"
+    assert by_branch[under_regen].diverges_with["content"] == "c, edited"
+    assert (by_branch[sibling].shape.parent, by_branch[sibling].depth) == (root, 1)
+    assert by_branch[sibling].diverges_with["content"] == "b, edited"
+    assert by_branch[regen].diverges_with["role"] == "assistant"
+    assert by_branch[root].diverges_with["content"] == "a"
