@@ -46,8 +46,11 @@ def render_message(message: dict[str, Any], unanswered: bool = False, last: bool
             below(index, message)
 
 
-def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = (), below: Below | None = None) -> None:
-    """A conversation's messages, marking the user messages (by index) that never got a reply."""
+def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = (), below: Below | None = None,
+                    start: int = 0) -> None:
+    """A conversation's messages from index `start` on, marking the user messages (by index) that never
+    got a reply."""
     marked = set(unanswered)
-    for index, message in enumerate(messages):
-        render_message(message, unanswered=index in marked, last=index == len(messages) - 1, below=below, index=index)
+    for index in range(max(0, start), len(messages)):
+        render_message(messages[index], unanswered=index in marked, last=index == len(messages) - 1, below=below,
+                       index=index)

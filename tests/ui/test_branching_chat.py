@@ -81,3 +81,19 @@ def test_line_breaks_typed_with_shift_enter_are_kept(app):
     ok(app.run())
     ok(app.chat_input[0].set_value("line one\nline two").run())
     assert app.chat_message[0].markdown[0].value == "line one  \nline two"  # a hard break in Markdown
+
+
+def test_a_long_chat_shows_its_latest_messages_and_earlier_ones_on_request(make_app, service):
+    for turn in range(30):  # 60 messages
+        run = service.send("long-chat", f"message {turn}")
+        assert run.wait(10) and run.outcome == "answered"
+    app = ok(make_app(c="long-chat").run())
+    assert len(app.chat_message) == 50
+    assert messages(app)[0] == ("user", "message 5") and messages(app)[-1] == ("assistant", "Echo: message 29")
+    more = [b for b in app.button if b.key == "chat_show_earlier"]
+    assert more and more[0].label == "Show 10 earlier messages"
+    ok(more[0].click().run())
+    assert len(app.chat_message) == 60 and messages(app)[0] == ("user", "message 0")
+    assert not [b for b in app.button if b.key == "chat_show_earlier"]
+    ok(by_key(app, "button", "edit_")[0].click().run())  # controls keep the real index of each message
+    assert by_key(app, "text_area", "edit_text_")[0].value == "message 0"

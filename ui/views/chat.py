@@ -26,6 +26,7 @@ from ui.services import get_service
 log = logging.getLogger("ui.views.chat")
 PLACEHOLDER = "Message Burrow…"
 ELSEWHERE = "A reply is being written on another server…"
+LATEST = 50  # messages shown at first; "Show earlier messages" adds as many again
 _SENT = "chat_sent"  # {"key", "run", "prompt"}: the latest run this session started
 _DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be sent, to edit and send again
 _DRAFT_BOX = "chat_draft_text"  # the text area showing that draft
@@ -46,7 +47,9 @@ def main() -> None:
     header(service, selection, view, starting=message is not None)
     forked = _branch(service, selection, action) if kind in ("edit", "regenerate") else None
     shown = view.messages[:action["index"]] if forked else view.messages  # a new branch shares only these
-    render_messages(shown, view.unanswered, below=lambda i, m: message_actions.render(service, view, i, m))
+    start = _earlier(view, len(shown))
+    render_messages(shown, view.unanswered, below=lambda i, m: message_actions.render(service, view, i, m),
+                    start=start)
     running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
     replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
     if message is not None:
@@ -103,6 +106,22 @@ def _send(service: ChatService, selection: Selection, view: ConversationView, te
     _remember(run, text)
     fresh = selection.summary is None  # a new conversation: rerun at the first words to list it
     return [live.place(service, run, text, first_words_only=fresh, queued=queued)]
+
+
+def _earlier(view: ConversationView, count: int) -> int:
+    """The index of the first message shown: the latest LATEST, and more each time the user asks."""
+    key = f"chat_shown_{view.partition_key}_{view.app_id}"
+    start = max(0, count - st.session_state.get(key, LATEST))
+    if start > 0:
+        more = min(LATEST, start)
+        st.button(f"Show {more} earlier messages", icon=":material/expand_less:", type="tertiary",
+                  key="chat_show_earlier", help=f"{start:,} earlier messages are not shown",
+                  on_click=_show_more, args=(key, more))
+    return start
+
+
+def _show_more(key: str, more: int) -> None:
+    st.session_state[key] = st.session_state.get(key, LATEST) + more
 
 
 def _branch(service: ChatService, selection: Selection, action: dict) -> Run | None:
