@@ -31,7 +31,7 @@ def _ticked(at):  # noqa: ANN001, ANN202
     """The steps of the table's ticked rows (its selection, as the browser shows it)."""
     app_id = _box(at, "Snapshot").key.removeprefix("history_snapshot_")
     steps = list(at.dataframe[0].value["Step"])
-    table = f"history_table_{app_id}_{steps[0]}"
+    table = f"history_table_{app_id}_{_box(at, 'Snapshot').value}"
     return [steps[i] for i in at.session_state[table]["selection"]["rows"]]
 
 

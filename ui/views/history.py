@@ -235,10 +235,12 @@ def _snapshot_table(app_id: str, rows: list[SnapshotSummary], seq: int) -> None:
                            "Error": r.error or ""}
                           for r in rows])
     ids = [r.sequence_id for r in rows]
-    table = f"history_table_{app_id}_{ids[0]}"
-    st.session_state[table] = {"selection": {"rows": [ids.index(seq)], "columns": [], "cells": []}}
+    # A new table per selected step: a browser keeps the ticks of a table it already shows, whatever
+    # the server sets, so a step picked elsewhere would leave the old row ticked.
+    table = f"history_table_{app_id}_{seq}"
     st.dataframe(frame, hide_index=True, width="stretch", height=HEADER_PX + ROW_PX * len(rows) + 2,
                  key=table, on_select=partial(_table_clicked, table, app_id, ids), selection_mode="single-row",
+                 selection_default={"selection": {"rows": [ids.index(seq)]}},
                  column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot"),
                                 "Error": st.column_config.TextColumn(help="Why a failed step failed, as the "
                                                                           "user was told")})
