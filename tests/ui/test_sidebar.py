@@ -81,3 +81,22 @@ def test_show_more_pages_through_the_list(app, seed):
     ok(button(app, "Show more").click().run())
     assert sidebar_titles(app) == [f"chat {n:02d}" for n in range(22, -1, -1)]
     assert not [b for b in app.button if b.label == "Show more"]
+
+
+def _close_scripts(at) -> list[str]:  # noqa: ANN001
+    return [h.proto.body for h in at.get("html") if "stSidebarCollapseButton" in h.proto.body]
+
+
+def test_choosing_a_conversation_closes_the_sidebar_once_on_narrow_screens(app, seed):
+    older, newer = seed("older talk"), seed("newer talk")
+    ok(app.run())
+    assert _close_scripts(app) == []  # opening the app is no choice
+    ok(_open_button(app, older).click().run())
+    scripts = _close_scripts(app)
+    assert len(scripts) == 1 and "max-width: 768px" in scripts[0]  # only where the sidebar covers the page
+    assert all(h.proto.unsafe_allow_javascript for h in app.get("html") if "stSidebarCollapseButton" in h.proto.body)
+    ok(app.run())
+    assert _close_scripts(app) == []  # a rerun without a choice leaves the sidebar alone
+    ok(_open_button(app, newer).click().run())
+    ok(button(app, "New chat").click().run())
+    assert len(_close_scripts(app)) == 1 and _close_scripts(app) != scripts  # each choice gets a new script

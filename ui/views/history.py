@@ -94,8 +94,9 @@ def _burr_link(service: ChatService, key: str, app_id: str) -> None:
     if not settings.tracking_enabled:
         return
     where = f"BURR_PATH={settings.tracker_dir} burr" if settings.tracker_dir else "burr"
+    run = f"{settings.burr_ui_url}/project/{settings.tracker_project}/{key}/{app_id}"
     st.caption(f"Burr's own tracking UI has this run too: start it with `{where}`, then open "
-               f"[{settings.tracker_project} / this run]({settings.burr_ui_url}/project/{settings.tracker_project}/{key}/{app_id}).")
+               f"[{settings.tracker_project} / this run]({run}).")
 
 
 @dataclasses.dataclass(frozen=True)
