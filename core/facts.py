@@ -1,9 +1,13 @@
 """Per-reply facts: which model answered, how fast, how many tokens, and why the reply ended.
 
 They are measured while a reply streams (core/actions.py, with what the model reports through a
-`StreamReport`), saved as plain keys of the assistant message (so a chat's messages stay flat
-dicts, which the storage loads fastest) and never sent to the model (model_messages sends role and
-content only). A fact the server did not report is absent, never zero.
+`StreamReport`), saved as plain keys of the assistant message and never sent to the model
+(model_messages sends role and content only). A fact the server did not report is absent, never zero.
+
+Numbers are saved as decimal strings: a history of strings only is one the storage can check
+for changes by value in C on every save (core/storage/serde.py); a number in any message would
+send the whole history through Burr's per-item serialization on every save instead. `facts_of`
+gives them back as numbers.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 
 FINISH_STOP, FINISH_LENGTH, FINISH_STOPPED, FINISH_ERROR = "stop", "length", "stopped", "error"
 FACT_KEYS = ("model", "finish_reason", "ttft_ms", "total_ms", "tokens_in", "tokens_out")
+NUMBERS = frozenset({"ttft_ms", "total_ms", "tokens_in", "tokens_out"})
 _FINISH_TEXT = {FINISH_STOP: "complete", FINISH_LENGTH: "cut at the length limit",
                 FINISH_STOPPED: "stopped by you", FINISH_ERROR: "failed"}
 
@@ -38,18 +43,19 @@ class ReplyClock:
         if self.first is None:
             self.first = time.monotonic()
 
-    def facts(self, report: StreamReport, finish_reason: str) -> dict[str, Any]:
-        """The message keys for a reply that ended now; unknown facts are left out."""
+    def facts(self, report: StreamReport, finish_reason: str) -> dict[str, str]:
+        """The message keys for a reply that ended now, as strings; unknown facts are left out."""
         found = {"model": report.model, "finish_reason": finish_reason,
                  "ttft_ms": _ms(self.first - self.started) if self.first is not None else None,
                  "total_ms": _ms(time.monotonic() - self.started),
                  "tokens_in": report.tokens_in, "tokens_out": report.tokens_out}
-        return {key: value for key, value in found.items() if value is not None}
+        return {key: str(value) for key, value in found.items() if value is not None}
 
 
 def facts_of(message: dict[str, Any]) -> dict[str, Any]:
-    """The facts saved with a message (empty for a user message or one saved before facts existed)."""
-    return {key: message[key] for key in FACT_KEYS if key in message}
+    """The facts saved with a message, numbers as numbers (empty for a user message or one saved
+    before facts existed)."""
+    return {key: _number(message[key]) if key in NUMBERS else message[key] for key in FACT_KEYS if key in message}
 
 
 def without_facts(message: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +75,13 @@ def describe(facts: dict[str, Any]) -> str:
     if facts.get("finish_reason"):
         parts.append(_FINISH_TEXT.get(facts["finish_reason"], str(facts["finish_reason"])))
     return " · ".join(parts)
+
+
+def _number(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ms(seconds: float) -> int:

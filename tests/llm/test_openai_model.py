@@ -196,3 +196,17 @@ def test_build_model_picks_offline_without_key_or_base_url(llm_server):
     assert isinstance(build_model(Settings.load({})), OfflineModel)
     assert isinstance(build_model(Settings.load({"OPENAI_API_KEY": "sk-x"})), OpenAIChatModel)
     assert isinstance(build_model(Settings.load({"OPENAI_BASE_URL": llm_server.base_url})), OpenAIChatModel)
+
+
+def test_the_history_reaches_the_server_exactly_as_given(llm_server):
+    """The history bypasses the SDK's parameter walk (see OpenAIChatModel._request): the server must
+    still get every message, in order, unchanged, with nothing else in its place."""
+    from core.llm import OpenAIChatModel
+    from core.settings import Settings
+
+    model = OpenAIChatModel(Settings(openai_base_url=llm_server.base_url, openai_api_key="sk-x", max_retries=0))
+    history = [{"role": "system", "content": "be brief"}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i} ünïcode\n\"quoted\""} for i in range(300)]
+    assert "".join(model.stream(history)) == f"Echo: {history[-1]['content']}"
+    body = llm_server.requests[-1]
+    assert body["messages"] == history and body["stream"] is True and body["model"] == model.model
