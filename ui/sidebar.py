@@ -106,11 +106,14 @@ def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
                   width="stretch", on_click=_chosen, args=(item.partition_key,),
                   help=f"{clip(item.title, 200)} · {item.message_count} messages"
                        + (" · writing a reply now" if replying else ""))
-        with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete"):
+        # A keyed popover that tracks its state, so choosing Rename or Delete can close it behind the dialog.
+        menu = f"conv_menu_{item.partition_key}"
+        with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete", key=menu,
+                        on_change="rerun"):
             st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
-                      on_click=_ask, args=("rename", item.partition_key, item.title))
+                      on_click=_ask, args=("rename", item.partition_key, item.title, menu))
             st.button("Delete", key=f"delete_{item.partition_key}", icon=":material/delete:",
-                      on_click=_ask, args=("delete", item.partition_key, item.title))
+                      on_click=_ask, args=("delete", item.partition_key, item.title, menu))
 
 
 def _reset_paging() -> None:
@@ -121,8 +124,10 @@ def _show_more() -> None:
     st.session_state[_SHOWN] = st.session_state.get(_SHOWN, PAGE_SIZE) + PAGE_SIZE
 
 
-def _ask(kind: str, partition_key: str, title: str) -> None:
+def _ask(kind: str, partition_key: str, title: str, menu: str) -> None:
+    """Opens the dialog, and closes the row menu it was chosen from (it stayed open behind the dialog)."""
     st.session_state[_DIALOG] = (kind, partition_key, title)
+    st.session_state[menu] = False
 
 
 def _close() -> None:

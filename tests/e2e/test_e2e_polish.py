@@ -289,3 +289,27 @@ def test_the_app_listens_on_loopback_only(streamlit_factory):
         socket.create_connection((outside, server.port), timeout=2).close()
     make = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--server.address 127.0.0.1" in make.stdout
+
+
+# ---- rename and delete ---------------------------------------------------------------------------
+def test_the_row_menu_closes_behind_the_dialog_and_delete_looks_destructive(page: Page, app_server):
+    page.set_viewport_size(WIDE)
+    open_app(page, app_server.url)
+    send(page, f"Menu {tag()}")
+    key = conversation_id(page)
+    current = sidebar(page).locator(".st-key-conv_row_current:not([data-retained])")
+    current.get_by_role("button", name=re.compile("more_vert")).first.click()
+    menu = page.get_by_test_id("stPopoverBody")
+    expect(menu.get_by_role("button", name="Delete")).to_be_visible()
+    menu.get_by_role("button", name="Delete").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("cannot be undone")).to_be_visible()
+    wait_idle(page)
+    expect(page.get_by_test_id("stPopoverBody")).to_be_hidden()  # the menu is not left open behind it
+    confirm = dialog.locator(".st-key-delete_confirm button")
+    red, green, blue = (int(v) for v in re.findall(r"\d+", _style(confirm, "backgroundColor"))[:3])
+    assert red > 150 and green < 80 and blue < 80, "Delete's confirm button is not red"
+    save_screenshot(page, "polish-delete-dialog")
+    dialog.get_by_role("button", name="Cancel").click()
+    wait_idle(page)
+    assert conversation_id(page) == key
