@@ -45,6 +45,9 @@ class ChatModel(Protocol):
         ...
 
 
+QUOTE_CHARS = 500  # of the user's message, in the offline model's echo
+
+
 class OfflineModel:
     """A deterministic stand-in so the whole app works with no account and no network."""
 
@@ -55,17 +58,18 @@ class OfflineModel:
         self.word_delay = word_delay
 
     def reply_text(self, messages: Sequence[Message]) -> str:
+        """Echoes the last message as a quote that keeps its formatting (line breaks, lists, code);
+        how to connect a real model is said in the first reply of a conversation only."""
         last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         turns = sum(1 for m in messages if m.get("role") == "user")
-        quoted = " ".join(last.split())
-        if len(quoted) > 200:
-            quoted = quoted[:200] + "…"
-        return (
-            f"**[Offline demo model]** This is reply #{turns} of this conversation. You wrote: “{quoted}”.\n\n"
-            "No language model is connected, so I can only echo. To talk to a real model, set "
-            "`OPENAI_API_KEY` (OpenAI) or `OPENAI_BASE_URL` (Ollama, vLLM, llama.cpp, LM Studio) "
-            "and restart Burrow."
-        )
+        quoted = last if len(last) <= QUOTE_CHARS else last[:QUOTE_CHARS].rsplit("\n", 1)[0] + "…"
+        quote = "\n".join(f"> {line}" if line.strip() else ">" for line in quoted.split("\n"))
+        text = f"**[Offline demo model]** This is reply #{turns} of this conversation. You wrote:\n\n{quote}"
+        if turns == 1:
+            text += ("\n\nNo language model is connected, so I can only echo. To talk to a real model, set "
+                     "`OPENAI_API_KEY` (OpenAI) or `OPENAI_BASE_URL` (Ollama, vLLM, llama.cpp, LM Studio) "
+                     "and restart Burrow.")
+        return text
 
     def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None,
                report: StreamReport | None = None) -> Iterator[str]:

@@ -376,3 +376,15 @@ def test_two_threads_sending_to_one_conversation_take_turns(remote_service, llm_
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     for question, answer in (messages[0:2], messages[2:4]):
         assert answer["content"] == f"Echo: {question['content']}"  # each reply follows its own question
+
+
+def test_the_offline_echo_keeps_formatting_and_gives_its_notice_once(service):
+    text = "Plan:\n\n- pack\n- **go**\n\n```\ncode  stays\n```"
+    first = service.send("fmt", text)
+    assert first.wait(10) and first.outcome == "answered"
+    second = service.send("fmt", "and again")
+    assert second.wait(10)
+    replies = [m["content"] for m in service.open("fmt").messages if m["role"] == "assistant"]
+    assert "> - pack\n> - **go**" in replies[0] and "> code  stays" in replies[0]  # lines and spaces kept
+    assert "No language model is connected" in replies[0]
+    assert "No language model is connected" not in replies[1] and "> and again" in replies[1]
