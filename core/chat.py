@@ -31,6 +31,7 @@ from core.settings import Settings
 from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
                           Lineage, SnapshotSummary, SQLAlchemyPersister)
 from core.text import is_valid_conversation_id, plain_text
+from core.tracker_files import delete_tracker_runs
 from core.tree import ConversationTree, OutlineEntry, Versions, outline
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
@@ -306,11 +307,14 @@ class ChatService:
         self._catalog.rename(valid_id(partition_key), title)
 
     def delete(self, partition_key: str) -> bool:
-        """Deletes a conversation with all its branches; a reply being written to it is stopped first."""
+        """Deletes a conversation with all its branches and their Burr tracker files; a reply being
+        written to it is stopped first."""
         for run in self.runs.active(partition_key):
             run.stop()
             run.wait(self.settings.request_timeout)
-        return self._catalog.delete(valid_id(partition_key))
+        delete_tracker_runs(self.settings.tracker_dir, self.settings.tracker_project, valid_id(partition_key),
+                            self.branch_ids(partition_key))
+        return self._catalog.delete(partition_key)
 
     def branches(self, partition_key: str) -> list[BranchSummary]:
         return self._catalog.branches(valid_id(partition_key))

@@ -77,3 +77,15 @@ def test_without_a_tracker_dir_it_is_burrs_default_under_home(monkeypatch, tmp_p
     (folder / "log.jsonl").write_text("{}\n", encoding="utf-8")
     assert delete_tracker_runs(None, PROJECT, "mine", ["run-1"]) == 1
     assert not folder.exists()
+
+
+def test_deleting_a_conversation_through_the_facade_removes_its_tracker_folders(tracked, tracker_dir):
+    key, other = tracked.new_conversation_id(), tracked.new_conversation_id()
+    _talk(tracked, key, "to be deleted")
+    _talk(tracked, other, "to be kept")
+    runs = tracker_dir / PROJECT
+    gone, kept = tracked.branch_ids(key), tracked.branch_ids(other)
+    assert all((runs / app_id).is_dir() for app_id in gone + kept)
+    assert tracked.delete(key) is True
+    assert not any((runs / app_id).exists() for app_id in gone)
+    assert all((runs / app_id).is_dir() for app_id in kept)

@@ -97,3 +97,25 @@ def test_a_long_chat_shows_its_latest_messages_and_earlier_ones_on_request(make_
     assert not [b for b in app.button if b.key == "chat_show_earlier"]
     ok(by_key(app, "button", "edit_")[0].click().run())  # controls keep the real index of each message
     assert by_key(app, "text_area", "edit_text_")[0].value == "message 0"
+
+
+def test_history_shows_the_tree_switches_branch_and_shows_ratings(make_app, service):
+    from apptest_helpers import HISTORY
+
+    run = service.send("tree-chat", "first")
+    assert run.wait(10)
+    original = run.app_id
+    service.set_feedback("tree-chat", original, 1, True, comment="nice")
+    edited = service.edit("tree-chat", original, 0, "first, edited")
+    assert edited.wait(10) and edited.outcome == "answered"
+    page = make_app(c="tree-chat", b=original)
+    page.switch_page(HISTORY)
+    ok(page.run())
+    tree = [b for b in page.button if (b.key or "").startswith("tree_")]
+    assert [b.key for b in tree] == [f"tree_{edited.app_id}"]  # the shown branch is marked, not a button
+    assert "“first, edited”" in tree[0].label
+    assert any("**" in m.value and "shown" in m.value for m in page.markdown)
+    frame = page.dataframe[0].value
+    assert "👍 nice" in list(frame["Feedback"])
+    ok(tree[0].click().run())
+    assert page.query_params["b"] == edited.app_id

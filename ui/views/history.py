@@ -22,7 +22,7 @@ import streamlit as st
 
 from core.chat import BranchSummary, ChatService, SnapshotSummary, SnapshotView
 from core.history import CURRENT_FILL, NEXT_FILL, StateDiff, highlighted_graph
-from ui import nav, sidebar
+from ui import nav, sidebar, tree_view
 from ui.format import clip, escape_markdown, short_id
 from ui.messages import render_message
 from ui.services import get_service
@@ -77,6 +77,8 @@ def pick_branch(service: ChatService, key: str, wanted: str | None) -> str:
         st.session_state[widget] = chosen  # the URL decides; the box follows it
         st.selectbox("Branch", ids, format_func=labels.__getitem__, key=widget,
                      on_change=lambda: nav.select(key, st.session_state[widget]))
+        with st.expander(f"Branch tree ({len(branches)} branches)", icon=":material/account_tree:"):
+            tree_view.render(service, key, chosen)
     else:
         st.caption(f"Branch `{chosen}` (the only one: fork from any step to start another)")
     _burr_link(service, key, chosen)
@@ -116,7 +118,7 @@ def browse(service: ChatService, key: str, app_id: str) -> None:
         return
     seq, offset, rows = _selected_page(service, key, app_id, steps)
     _navigator(service, key, app_id, steps, seq, offset, rows)
-    _snapshot_table(app_id, rows, seq)
+    _snapshot_table(app_id, rows, seq, tree_view.ratings_by_step(service, key, app_id))
     snapshot = service.snapshot(key, app_id, seq)
     if snapshot is None:  # deleted or cut off since the table was read
         st.warning(f"Step {seq} of this branch is no longer stored.", icon=":material/history:")
@@ -229,11 +231,11 @@ def _move_to_offset(service: ChatService, key: str, app_id: str, offset: int) ->
         _select(app_id, found[0].sequence_id)
 
 
-def _snapshot_table(app_id: str, rows: list[SnapshotSummary], seq: int) -> None:
+def _snapshot_table(app_id: str, rows: list[SnapshotSummary], seq: int, ratings: dict[int, str]) -> None:
     """The page of steps; its ticked row is the selected step, and ticking another selects that one."""
     frame = pd.DataFrame([{"Step": r.sequence_id, "Action": r.position, "Status": r.status,
                            "Saved (UTC)": r.created_at.strftime("%b %d %H:%M:%S"), "Bytes": r.stored_bytes,
-                           "Error": r.error or ""}
+                           "Error": r.error or "", "Feedback": ratings.get(r.sequence_id, "")}
                           for r in rows])
     ids = [r.sequence_id for r in rows]
     # A new table per selected step: a browser keeps the ticks of a table it already shows, whatever
@@ -244,7 +246,9 @@ def _snapshot_table(app_id: str, rows: list[SnapshotSummary], seq: int) -> None:
                  selection_default={"selection": {"rows": [ids.index(seq)]}},
                  column_config={"Bytes": st.column_config.NumberColumn(help="Stored size of this delta snapshot"),
                                 "Error": st.column_config.TextColumn(help="Why a failed step failed, as the "
-                                                                          "user was told")})
+                                                                          "user was told"),
+                                "Feedback": st.column_config.TextColumn(help="The rating of the reply this step "
+                                                                             "wrote, given in Chat")})
 
 
 def _table_clicked(table: str, app_id: str, sequence_ids: list[int]) -> None:
