@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run serve test bench load clean
+.PHONY: run serve test bench bench-api load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.storage $(BENCH_ARGS)
+
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api --start-postgres $(BENCH_API_ARGS)
 
 load: $(STAMP)
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
