@@ -1,0 +1,204 @@
+"""Run events between processes on one PostgreSQL database, with LISTEN/NOTIFY (no new infrastructure).
+
+A run lives in the process that started it (core/runs.py). With a relay, a client that reaches
+another process (a second `uvicorn` worker, another server) can still follow it live:
+
+- the owning process publishes each of its runs' events on the channel `burrow_runs` (`publish`);
+- a process asked for a run it does not have calls `follow(run_id)`: it asks on `burrow_runs_replay`
+  for the run's events from the start, the owner answers by publishing them again (`serve` gives the
+  relay the owner's run lookup), and from then on the follower sees the live events as they come;
+- the follower gets a `RelayedRun`, whose `events(after, heartbeat)` behave like `Run.events`
+  (ordered by index, no event twice, ending with `done`), so the SSE code serves it unchanged.
+
+A NOTIFY payload is limited (8000 bytes): an event whose data is larger is sent without it and
+marked `relayed_without_data` (a completed message: the client reads it back from the messages).
+Only on PostgreSQL; `Relay.for_url` is None for SQLite (one process: nothing to relay).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from core.runs import EventKind, Run, RunEvent
+
+log = logging.getLogger(__name__)
+CHANNEL = "burrow_runs"
+REPLAY = "burrow_runs_replay"
+MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes and more
+POLL = 0.5  # seconds the listener waits for a notification before checking whether it should stop
+
+
+class RelayedRun:
+    """Another process's run, as seen here: the same `events()` contract as `Run`."""
+
+    def __init__(self, run_id: str):
+        self.id = run_id
+        self.partition_key: str | None = None
+        self.app_id: str | None = None
+        self._events: list[RunEvent] = []
+        self._early: dict[int, RunEvent] = {}  # live events that overtook the replay of earlier ones
+        self._cond = threading.Condition()
+
+    def feed(self, event: RunEvent, partition_key: str | None, app_id: str | None) -> None:
+        """Adds an event, in index order: one that comes early waits for those before it, and one
+        already there (replayed and also seen live) is dropped."""
+        with self._cond:
+            self.partition_key, self.app_id = partition_key, app_id
+            if event.index >= len(self._events):
+                self._early[event.index] = event
+            while len(self._events) in self._early:
+                self._events.append(self._early.pop(len(self._events)))
+            self._cond.notify_all()
+
+    @property
+    def done(self) -> bool:
+        with self._cond:
+            return bool(self._events) and self._events[-1].kind is EventKind.DONE
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return "".join(e.data.get("text", "") for e in self._events if e.kind is EventKind.DELTA)
+
+    @property
+    def outcome(self) -> str | None:
+        """How the run ended (its `done` event's outcome), None while it goes on."""
+        with self._cond:
+            last = self._events[-1] if self._events else None
+        return last.data.get("outcome") if last is not None and last.kind is EventKind.DONE else None
+
+    def wait_started(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: bool(self._events), timeout)
+
+    def events(self, after: int = -1, heartbeat: float | None = None) -> Iterator[RunEvent | None]:
+        position = after + 1
+        while True:
+            with self._cond:
+                if position >= len(self._events):
+                    if self._events and self._events[-1].kind is EventKind.DONE:
+                        return
+                    self._cond.wait(heartbeat)
+                fresh = self._events[position:]
+            if not fresh:
+                yield None
+                continue
+            for event in fresh:
+                yield event
+                if event.kind is EventKind.DONE:
+                    return
+            position = fresh[-1].index + 1
+
+
+def payload(run: Run, event: RunEvent) -> str:
+    """One event as a NOTIFY payload, its data left out when it would be too large."""
+    body = {"r": run.id, "p": run.partition_key, "a": run.app_id, "i": event.index, "k": event.kind.value,
+            "d": event.data}
+    text = json.dumps(body, default=str, ensure_ascii=False)
+    if len(text.encode()) > MAX_PAYLOAD:
+        body["d"] = {"relayed_without_data": True, "sequence_id": event.data.get("sequence_id")}
+        text = json.dumps(body, default=str)
+    return text
+
+
+class Relay:
+    """One process's end: a connection that publishes, and a listener thread for both channels."""
+
+    def __init__(self, conninfo: str):
+        import psycopg
+
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._publisher = psycopg.connect(conninfo, autocommit=True)
+        self._publish_lock = threading.Lock()
+        self._followed: dict[str, RelayedRun] = {}
+        self._lock = threading.Lock()
+        self._lookup: Callable[[str], Run | None] = lambda run_id: None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="burrow-relay", daemon=True)
+        self._listener.start()
+        self._ready.wait(10)
+
+    @classmethod
+    def for_url(cls, database_url: str) -> "Relay | None":
+        """A relay for a PostgreSQL SQLAlchemy URL; None for any other database."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        if url.get_backend_name() != "postgresql":
+            return None
+        return cls(url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+    def serve(self, lookup: Callable[[str], Run | None]) -> None:
+        """How this process finds its own runs, to answer other processes' replay requests."""
+        self._lookup = lookup
+
+    def publish(self, run: Run, event: RunEvent) -> None:
+        """Sends one event of a run of this process (call it after `run.publish`, in order)."""
+        self._notify(CHANNEL, payload(run, event))
+
+    def follow(self, run_id: str, within: float = 2.0) -> RelayedRun | None:
+        """Another process's run, replayed from its first event and then live; None when no process
+        answers for it within `within` seconds (unknown, or finished and forgotten everywhere)."""
+        with self._lock:
+            relayed = self._followed.setdefault(run_id, RelayedRun(run_id))
+        self._notify(REPLAY, json.dumps({"r": run_id}))
+        if relayed.wait_started(within):
+            return relayed
+        with self._lock:
+            self._followed.pop(run_id, None)
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.join(5)
+        with self._publish_lock:
+            self._publisher.close()
+
+    # ---- inside -------------------------------------------------------------------------------------
+    def _notify(self, channel: str, text: str) -> None:
+        with self._publish_lock:
+            self._publisher.execute("SELECT pg_notify(%s, %s)", (channel, text))
+
+    def _listen(self) -> None:
+        """Receives both channels until closed; reconnects (after a pause) when the database goes away."""
+        while not self._stop.is_set():
+            try:
+                with self._psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {REPLAY}")
+                    self._ready.set()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=POLL):
+                            self._dispatch(note.channel, note.payload)
+            except self._psycopg.Error:
+                log.warning("The run relay lost its database connection; reconnecting", exc_info=True)
+                self._stop.wait(1.0)
+
+    def _dispatch(self, channel: str, text: str) -> None:
+        try:
+            body = json.loads(text)
+            if channel == REPLAY:
+                self._replay(body["r"])
+                return
+            with self._lock:
+                relayed = self._followed.get(body["r"])
+            if relayed is not None:
+                relayed.feed(RunEvent(body["i"], EventKind(body["k"]), body["d"]), body.get("p"), body.get("a"))
+        except (ValueError, KeyError, self._psycopg.Error):
+            log.warning("A run relay message could not be handled", exc_info=True)
+
+    def _replay(self, run_id: str) -> None:
+        """Publishes all events so far of one of this process's runs (the live ones follow anyway)."""
+        run = self._lookup(run_id)
+        if run is None:
+            return
+        for event in run.events(heartbeat=0):
+            if event is None:
+                return  # all there is so far; the rest is published live
+            self.publish(run, event)
+
