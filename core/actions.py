@@ -8,7 +8,7 @@ application is built, so they never appear in Burr state or in the tracker's log
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from burr.core import State, action
@@ -80,17 +80,18 @@ def model_messages(system_prompt: str, chat_history: list[dict[str, Any]]) -> li
 
 @streaming_action(reads=["chat_history"], writes=["response", "chat_history"])
 def ai_response(
-    state: State, model: ChatModel, system_prompt: str, cancel: threading.Event
+    state: State, model: ChatModel, system_prompt: str, cancel: threading.Event,
+    notify: Callable[[str], None] | None = None,
 ) -> Generator[tuple[dict, State | None], None, None]:
     """Streams the model's reply piece by piece, then appends it to the history with its facts
     (core/facts.py: model, timings, tokens, finish reason).
 
     A model failure raises (Burr records the step as failed and keeps the state before it, so a
     partial reply is never saved as complete); the error carries the failed reply's facts. A Stop
-    keeps what arrived, marked as stopped.
+    keeps what arrived, marked as stopped. `notify` hears what the wait is about (the client retrying).
     """
     pieces: list[str] = []
-    clock, report = ReplyClock(), StreamReport()
+    clock, report = ReplyClock(), StreamReport(on_retry=notify)
     try:
         for piece in model.stream(model_messages(system_prompt, state["chat_history"]), cancel=cancel, report=report):
             clock.piece()

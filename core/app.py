@@ -76,6 +76,7 @@ def build_graph(
     policy: SafetyPolicy | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     cancel: threading.Event | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Graph:
     """The chat graph; without arguments it is fine for drawing (nothing is called then)."""
     return (
@@ -84,7 +85,8 @@ def build_graph(
             human_input=human_input,
             safety_check=safety_check.bind(policy=policy or BlockedWordsPolicy()),
             ai_response=ai_response.bind(
-                model=model or OfflineModel(), system_prompt=system_prompt, cancel=cancel or threading.Event()
+                model=model or OfflineModel(), system_prompt=system_prompt, cancel=cancel or threading.Event(),
+                notify=notify,
             ),
             unsafe_response=unsafe_response,
         )
@@ -142,9 +144,11 @@ def build_application(
     cancel: threading.Event | None = None,
     resume: bool = True,
     redact: Callable[[str], str] = str,
+    notify: Callable[[str], None] | None = None,
 ) -> Application:
     """Loads (or starts, or forks) one branch of a conversation, persisted after every step.
 
+    `notify` hears, in words, what a reply is waiting for (the model client retrying).
     `resume=False` loads the branch's state but starts at the entrypoint (a new message after a
     failed or abandoned turn) instead of re-running the step that failed.
 
@@ -158,7 +162,7 @@ def build_application(
         # A conversation's first branch has an id derived from it, so two tabs or servers starting the
         # same new conversation write one branch (and meet the conflict check) instead of forking it.
         app_id = existing[0] if existing else first_branch_id(partition_key)
-    graph = build_graph(llm, policy=policy, system_prompt=system_prompt, cancel=cancel)
+    graph = build_graph(llm, policy=policy, system_prompt=system_prompt, cancel=cancel, notify=notify)
     builder = (
         ApplicationBuilder()
         .with_graph(graph)

@@ -192,14 +192,14 @@ class ChatService:
 
     # ---- what the turn needs -------------------------------------------------------------------
     def application(self, partition_key: str, app_id: str | None = None, *, cancel: threading.Event | None = None,
-                    resume: bool = True, **fork: Any) -> Application:
+                    resume: bool = True, notify: Any = None, **fork: Any) -> Application:
         """A Burr application for one branch, built fresh so it always starts from the stored state."""
         try:
             return build_application(
                 partition_key, persister=self._persister, llm=self.model, app_id=app_id,
                 tracker_project=self.settings.tracker_project, tracker_dir=self.settings.tracker_dir,
                 policy=self.policy, system_prompt=self.settings.system_prompt, cancel=cancel, resume=resume,
-                redact=self._redact, **fork)
+                redact=self._redact, notify=notify, **fork)
         except OSError as exc:  # the tracker could not write its files
             raise StorageError(f"Could not write Burr tracking files: {exc}. Set BURROW_TRACKER_DIR or "
                                "BURROW_TRACKER_PROJECT=off.") from exc

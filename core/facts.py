@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 FINISH_STOP, FINISH_LENGTH, FINISH_STOPPED, FINISH_ERROR = "stop", "length", "stopped", "error"
@@ -30,6 +31,9 @@ class StreamReport:
     finish_reason: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    on_retry: Callable[[str], None] | None = None  # told, in words, when the client asks the server again
+    attempts: int = 0  # requests sent for this reply (the client's automatic retries included)
+    last_status: int | None = None  # HTTP status of the last answer that was not a success
 
 
 class ReplyClock:

@@ -96,21 +96,26 @@ class OpenAIChatModel:
 
     def __init__(self, settings: Settings):
         self.model = settings.model
+        self._calls = threading.local()  # the reply this thread is asking for (the client is shared)
         self.client = openai.OpenAI(
             # Local servers (Ollama, vLLM...) ignore the key, but the SDK insists on one.
             api_key=settings.openai_api_key or "no-key-needed",
             base_url=settings.openai_base_url,
             timeout=settings.request_timeout,
             max_retries=settings.max_retries,
+            http_client=openai.DefaultHttpxClient(
+                event_hooks={"request": [self._on_request], "response": [self._on_response]}),
         )
         self._redact = Redactor([settings.openai_api_key])  # for error texts the server sends back
         host = urlparse(settings.openai_base_url).netloc if settings.openai_base_url else "api.openai.com"
         self.label = f"{settings.model} via {host}"
         self._usage_option = True  # ask for usage in the stream until the server says it cannot
+        self.max_retries = settings.max_retries
 
     def stream(self, messages: Sequence[Message], cancel: threading.Event | None = None,
                report: StreamReport | None = None) -> Iterator[str]:
         report = report if report is not None else StreamReport()
+        self._calls.report = report
         started = False  # once the reply has begun, a lost connection means a cut-off reply
         try:
             response = self._create(list(messages))
@@ -130,6 +135,21 @@ class OpenAIChatModel:
             if exc.__class__.__module__.startswith(("httpx", "httpcore")):
                 raise _stream_broken() from exc
             raise
+
+    def _on_request(self, request: Any) -> None:
+        """Every request the client sends for a reply; from the second on, the client is retrying."""
+        report: StreamReport | None = getattr(self._calls, "report", None)
+        if report is None or not request.url.path.endswith("/chat/completions"):
+            return
+        report.attempts += 1
+        if report.attempts > 1 and report.on_retry is not None:
+            why = f"answered {report.last_status}" if report.last_status else "could not be reached"
+            report.on_retry(f"The model server {why}; retrying ({report.attempts - 1} of {self.max_retries})…")
+
+    def _on_response(self, response: Any) -> None:
+        report: StreamReport | None = getattr(self._calls, "report", None)
+        if report is not None and response.status_code >= 400:
+            report.last_status = response.status_code
 
     def _create(self, messages: list[Message]) -> Any:
         """Starts the stream, asking for token usage; a server that rejects `stream_options` (some

@@ -77,6 +77,9 @@ class Turn:
             _result, state = container.get()
             return self._completed(app, state)
 
+    def _retrying(self, reason: str) -> None:
+        self.run.publish(EventKind.WAITING, reason=reason)
+
     def _waiting(self) -> None:
         self.run.publish(EventKind.WAITING, reason="Another message in this conversation is being answered; "
                                                    "yours goes next.")
@@ -86,7 +89,7 @@ class Turn:
         for attempt in range(2):
             # A new message starts at the entrypoint; a retry resumes at the step that failed.
             app = self.service.application(self.run.partition_key, self.run.app_id, cancel=self.run.cancel,
-                                           resume=self.prompt is None)
+                                           resume=self.prompt is None, notify=self._retrying)
             try:
                 return self._step_to_reply(app)
             except SnapshotConflictError:

@@ -223,3 +223,18 @@ def test_the_outline_lists_branches_depth_first_with_where_they_diverge(service)
     assert by_branch[sibling].diverges_with["content"] == "b, edited"
     assert by_branch[regen].diverges_with["role"] == "assistant"
     assert by_branch[root].diverges_with["content"] == "a"
+
+
+def test_the_client_retrying_is_told_while_the_reply_waits(remote, llm_server, db_url):
+    settings = Settings(database_url=db_url, tracker_project=None, openai_base_url=llm_server.base_url,
+                        openai_api_key="sk-test", max_retries=2, request_timeout=5)
+    patient = ChatService.from_settings(settings)
+    try:
+        llm_server.fail_next(429, times=2, retry_after_ms=10)
+        run = patient.send("c13", "hello")
+        assert run.wait(10) and run.outcome == "answered"
+        waits = [e.data["reason"] for e in run.events() if e is not None and e.kind.value == "run.waiting"]
+        assert waits == ["The model server answered 429; retrying (1 of 2)…",
+                         "The model server answered 429; retrying (2 of 2)…"]
+    finally:
+        patient.close()
