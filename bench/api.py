@@ -44,6 +44,9 @@ from bench.pg_server import free_port, postgres_url
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# uvicorn's default of 5 s closes a connection whose client, slowed by the load it makes itself, comes
+# back late from thinking: its next request meets the closed socket (a ReadError). Both servers get this.
+KEEP_ALIVE = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +82,8 @@ def uvicorn_process(target: str, env: dict[str, str], log: Path) -> Iterator[tup
     """One uvicorn process serving `target` (an app factory) on a free loopback port, until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5"]
+               "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5",
+               "--timeout-keep-alive", str(KEEP_ALIVE)]
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"

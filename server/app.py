@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.state.keepalive = keepalive
     app.state.pending = {}
     errors.install(app)
+    document_body_errors(app)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(runs.router)
@@ -60,3 +61,21 @@ def telemetry(provider: Any | None) -> dict[str, Any]:
         return {}
     return {"telemetry": {"tracer_provider": provider, "tracing": provider is not None, "metrics": False,
                           "logs": False}}
+
+
+def document_body_errors(app: FastAPI) -> None:
+    """Every operation that takes a body can answer 400 (a body that is not JSON text at all):
+    said once here, for every route, in the OpenAPI document."""
+    from server.schemas import problems
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in build()["paths"].values():
+                for operation in operations.values():
+                    if isinstance(operation, dict) and "requestBody" in operation:
+                        operation["responses"].setdefault("400", problems(400)[400])
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -43,10 +43,11 @@ def encode(event_id: int, kind: str, data: dict[str, Any]) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
 
 
-async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEvent | None]:
-    """The run's events after `after`, handed to the event loop by a thread of this stream's own
-    (not one of the shared worker pool's, which hundreds of open streams would exhaust); None after
-    each `keepalive` seconds of silence (the caller sends a keep-alive comment then)."""
+async def batches(run: Run, after: int, keepalive: float) -> AsyncIterator[list[RunEvent] | None]:
+    """The run's events after `after`, in the batches that arrived together, handed to the event loop
+    by a thread of this stream's own (not one of the shared worker pool's, which hundreds of open
+    streams would exhaust). A busy loop finds several events waiting and writes them at once. None
+    after each `keepalive` seconds of silence (the caller sends a keep-alive comment then)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[RunEvent | None | object] = asyncio.Queue()
     gone = threading.Event()
@@ -55,16 +56,31 @@ async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEv
     thread.start()
     silent_since = time.monotonic()
     try:
-        while (event := await queue.get()) is not _END:
-            if event is None:
-                if time.monotonic() - silent_since >= keepalive:
-                    silent_since = time.monotonic()
-                    yield None
-                continue
-            silent_since = time.monotonic()
-            yield event  # type: ignore[misc]
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            events = [item for item in items if isinstance(item, RunEvent)]
+            if events:
+                silent_since = time.monotonic()
+                yield events
+            elif time.monotonic() - silent_since >= keepalive:
+                silent_since = time.monotonic()
+                yield None
+            if any(item is _END for item in items):
+                return
     finally:
         gone.set()  # the client left (or the run ended): the thread stops at its next heartbeat
+
+
+async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEvent | None]:
+    """`batches`, one event at a time."""
+    async for batch in batches(run, after, keepalive):
+        if batch is None:
+            yield None
+            continue
+        for event in batch:
+            yield event
 
 
 def _pump(run: Run, after: int, heartbeat: float, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
@@ -86,8 +102,9 @@ def _pump(run: Run, after: int, heartbeat: float, loop: asyncio.AbstractEventLoo
 
 
 async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
-    async for event in watched(run, after, keepalive):
-        yield KEEPALIVE if event is None else encode(event.index, event.kind.value, {"run_id": run.id, **event.data})
+    async for batch in batches(run, after, keepalive):
+        yield KEEPALIVE if batch is None else "".join(
+            encode(event.index, event.kind.value, {"run_id": run.id, **event.data}) for event in batch)
 
 
 def stream_response(run: Run, after: int, keepalive: float, headers: dict[str, str] | None = None,

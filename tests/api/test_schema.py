@@ -17,9 +17,14 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 EXAMPLES = 12  # per operation and mode: the whole API in a few seconds
 SENDING = ("POST /api/v1/conversations/{conversation_id}/messages",
            "POST /api/v1/conversations/{conversation_id}/retry", "POST /v1/chat/completions")
-# "The last user message has text" is a rule JSON Schema cannot state, so a schema-valid completion
-# request may still be a 422: only that check is relaxed, and only there.
-UNSTATED_RULES = {"POST /v1/chat/completions": [positive_data_acceptance]}
+# Rules JSON Schema cannot state, so a schema-valid request may still be a 422; only that check is
+# relaxed, and only there: "the last user message has text", and which message an index may name
+# (a message of yours to edit, a reply to regenerate or rate), which depends on the conversation.
+UNSTATED_RULES = {label: [positive_data_acceptance] for label in (
+    "POST /v1/chat/completions",
+    "POST /api/v1/conversations/{conversation_id}/messages/{index}/edit",
+    "POST /api/v1/conversations/{conversation_id}/messages/{index}/regenerate",
+    "PUT /api/v1/conversations/{conversation_id}/messages/{index}/feedback")}
 
 
 def server_errors_but(allowed: Iterable[int]):
