@@ -42,7 +42,7 @@ def test_edit_compare_rate_and_find_it_all_after_a_restart(page: Page, own_serve
     second = messages(page).nth(2)
     expect(second.locator("p").first).to_contain_text("Somewhere warm")
     assert second.locator("p").first.inner_html().count("<br") == 1, second.locator("p").first.inner_html()
-    first_branch = branch_of(page)
+    assert branch_of(page) is None  # sending keeps the URL as it was: the conversation's latest branch
 
     save_screenshot(page, "00-two-turns", SHOTS)
     page.get_by_role("button", name="Edit").nth(1).click()
@@ -52,7 +52,8 @@ def test_edit_compare_rate_and_find_it_all_after_a_restart(page: Page, own_serve
     save_screenshot(page, "01-editing", SHOTS)
     key_locator(page, "edit_send_").get_by_role("button").click()
     wait_turn_done(page, echo("Somewhere cold, with mountains"))
-    assert branch_of(page) not in (None, first_branch)
+    edited_branch = branch_of(page)
+    assert edited_branch is not None
     expect(page.get_by_text("2/2")).to_be_visible()
     save_screenshot(page, "02-second-version", SHOTS)
 
@@ -60,7 +61,8 @@ def test_edit_compare_rate_and_find_it_all_after_a_restart(page: Page, own_serve
     wait_idle(page)
     expect(messages(page).filter(has_text="Somewhere warm")).to_have_count(2)  # the message and its echo
     expect(page.get_by_text("1/2")).to_be_visible()
-    assert branch_of(page) == first_branch
+    first_branch = branch_of(page)
+    assert first_branch not in (None, edited_branch)
     save_screenshot(page, "03-first-version", SHOTS)
 
     messages(page).last.get_by_role("radio", name="Thumbs up").click()
@@ -90,3 +92,43 @@ def test_regenerate_in_the_browser(page: Page, app_server, llm_server):
     wait_turn_done(page, f"Another fact {word}")
     expect(page.get_by_text("2/2")).to_be_visible()
     save_screenshot(page, "06-regenerated", SHOTS)
+
+
+def test_a_new_chat_is_listed_and_titled_while_its_first_reply_streams(page: Page, app_server, llm_server):
+    llm_server.chunk_delay = 0.15  # a slow reply: ~6 s
+    llm_server.reply = "slowly " * 40
+    word = uuid.uuid4().hex[:6]
+    open_app(page, app_server.url)
+    from tests.e2e.pages import STOP, sidebar, submit
+
+    submit(page, f"Brand new topic {word}")
+    expect(page.locator(STOP).last).to_be_visible()  # still streaming
+    expect(page.get_by_role("heading", name=f"Brand new topic {word}")).to_be_visible()
+    expect(sidebar(page).get_by_role("button", name=f"Brand new topic {word}")).to_be_visible()
+    expect(page.get_by_text("What can I help with?")).to_have_count(0)
+    expect(messages(page).first).not_to_contain_text("slowly")  # no piece of the old frame left in the question
+    expect(page.locator(STOP).last).to_be_visible()  # all of that before the reply ended
+    save_screenshot(page, "07-first-reply-streaming", SHOTS)
+    wait_turn_done(page, "slowly slowly")
+
+
+def test_a_long_chat_opens_at_its_latest_message_at_once(page: Page, streamlit_factory, tmp_path):
+    from core.chat import ChatService
+    from core.llm import OfflineModel
+    from core.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    seeding = ChatService.from_settings(Settings(database_url=url, tracker_project=None), model=OfflineModel(0))
+    for turn in range(200):
+        assert seeding.send("long-chat", f"message number {turn}").wait(10)
+    seeding.close()
+    server = streamlit_factory("long", database_url=url)
+    page.goto(f"{server.url}/?c=long-chat")
+    expect(messages(page).last).to_contain_text("message number 199")
+    wait_idle(page)
+    expect(messages(page)).to_have_count(50)
+    last = messages(page).last
+    page.wait_for_timeout(300)  # a smooth scroll would still be under way here
+    expect(last).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Show 50 earlier messages")).to_be_attached()
+    save_screenshot(page, "08-long-chat-latest", SHOTS)

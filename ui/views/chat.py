@@ -59,7 +59,9 @@ def main() -> None:
     if replies:
         for reply in replies:  # a second one waits for the first: the service runs them in turn
             live.follow(reply)
-        nav.select(selection.partition_key, replies[-1].run.app_id or selection.app_id)
+        # An edit or a regenerate shows its new branch; anything else keeps the URL as it was, so the
+        # rerun draws the same frame (a changed header would shift every element below it).
+        nav.select(selection.partition_key, forked.app_id if forked else selection.app_id)
         st.rerun()
     if busy:
         st.warning(busy, icon=":material/hourglass_top:")
