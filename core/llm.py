@@ -46,6 +46,7 @@ class ChatModel(Protocol):
 
 
 QUOTE_CHARS = 500  # of the user's message, in the offline model's echo
+RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})  # what the openai client asks again after
 
 
 class OfflineModel:
@@ -137,19 +138,28 @@ class OpenAIChatModel:
             raise
 
     def _on_request(self, request: Any) -> None:
-        """Every request the client sends for a reply; from the second on, the client is retrying."""
+        """Every request the client sends for a reply; from the second on, the client is retrying
+        (said here when no answer announced it: the server could not be reached)."""
         report: StreamReport | None = getattr(self._calls, "report", None)
         if report is None or not request.url.path.endswith("/chat/completions"):
             return
         report.attempts += 1
-        if report.attempts > 1 and report.on_retry is not None:
-            why = f"answered {report.last_status}" if report.last_status else "could not be reached"
-            report.on_retry(f"The model server {why}; retrying ({report.attempts - 1} of {self.max_retries})…")
+        if report.attempts > 1 and report.last_status is None:
+            self._announce(report, "could not be reached", report.attempts - 1)
+        report.last_status = None
 
     def _on_response(self, response: Any) -> None:
+        """An answer the client retries (429, 5xx...): said at once, so it shows during the client's wait."""
         report: StreamReport | None = getattr(self._calls, "report", None)
-        if report is not None and response.status_code >= 400:
-            report.last_status = response.status_code
+        if report is None or response.status_code < 400:
+            return
+        report.last_status = response.status_code
+        if response.status_code in RETRIED_STATUSES and report.attempts <= self.max_retries:
+            self._announce(report, f"answered {response.status_code}", report.attempts)
+
+    def _announce(self, report: StreamReport, what: str, retry: int) -> None:
+        if report.on_retry is not None:
+            report.on_retry(f"The model server {what}; retrying ({retry} of {self.max_retries})…")
 
     def _create(self, messages: list[Message]) -> Any:
         """Starts the stream, asking for token usage; a server that rejects `stream_options` (some

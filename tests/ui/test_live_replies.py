@@ -188,3 +188,12 @@ def test_stop_on_a_page_reaches_a_reply_written_on_another_server(make_app, llm_
     ok(button(at, "Stop").click().run())
     assert run.wait(5) and run.outcome == "stopped"  # the other server saw the request at its next heartbeat
     assert saved(persister, key)[-1].get("status") == STOPPED
+
+
+def test_the_waiting_line_says_when_the_model_client_retries(app, llm_server):
+    llm_server.fail_next(429, retry_after=1.5)  # the openai client waits, then asks again
+    ok(app.run())
+    app.chat_input[0].set_value("Are you busy?")
+    at = ok(run_for(app, 0.8, after=lambda: llm_server.requests))  # during the client's wait
+    lines = [c.value for chat in at.chat_message for c in chat.caption]
+    assert any("The model server answered 429; retrying (1 of" in line for line in lines), lines
