@@ -313,8 +313,12 @@ def assemble_list(
         raw = unpack_raw(data)
         json_bytes += len(raw)
         parsed = parse(raw)
-        new = parsed[len(items) - start:] if start < len(items) else parsed
+        # Only items up to `length` belong to this snapshot (a later merge may have sealed more into
+        # this chunk), and only they are covered by this manifest's flags.
+        new = parsed[max(0, len(items) - start): length - start]
         items.extend(map(FrozenDict, new) if flat else freeze_items(new))  # read-only: the cache shares them
+        if len(items) >= length:
+            break
         if flags is None:
             needs_serde = needs_serde or has_marker(raw)
     if len(items) < length:

@@ -531,6 +531,12 @@ def run_script(db_url: str, first: dict, ops: list[tuple]) -> None:
 # back as bytes, or made the load fail (not base64, not ASCII). Found with Burr pickle serde support.
 @example(first={"chat_history": [{"__burrow_bytes__": ""}]}, ops=[])
 @example(first={"chat_history": [{"__burrow_bytes__": "\x80"}], "note": {"__burrow_bytes__": "0"}}, ops=[])
+# A merge sealed a step's one small chunk into a 64-item chunk that also held a later, non-dict
+# item; loading the earlier step (whose manifest said "all flat dicts") froze every item of that
+# chunk as a dict, past the step's own length, and failed. Found by this property.
+@example(first={"chat_history": [{"role": "user", "content": "title"}]},
+         ops=[("save", 16700, [("append_many", 62, "x", False), ("append", [None], False)], "completed",
+               "ai_response")])
 def test_every_saved_step_loads_back_exactly(db_url, first, ops):
     run_script(db_url, first, ops)
 
