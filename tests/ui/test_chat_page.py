@@ -117,3 +117,14 @@ def test_the_offline_model_says_how_to_connect_a_real_one(app, monkeypatch):
     ok(app.run())
     assert any("Offline demo model" in m.value and "badge" in m.value for m in app.markdown)
     assert any("OPENAI_API_KEY" in c.value and "OPENAI_BASE_URL" in c.value for c in app.caption)
+
+
+def test_the_offline_echo_keeps_the_formatting_and_says_once_how_to_connect(app, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    ok(app.run())
+    ok(app.chat_input[0].set_value("Packing list:\n\n- socks\n- **boots**").run())
+    ok(app.chat_input[0].set_value("thanks").run())
+    first, second = app.chat_message[1].markdown[0].value, app.chat_message[3].markdown[0].value
+    assert "> - socks" in first and "> - **boots**" in first  # a quoted list, not one flattened line
+    assert "No language model is connected" in first and "No language model is connected" not in second

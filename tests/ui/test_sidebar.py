@@ -100,3 +100,15 @@ def test_choosing_a_conversation_closes_the_sidebar_once_on_narrow_screens(app, 
     ok(_open_button(app, newer).click().run())
     ok(button(app, "New chat").click().run())
     assert len(_close_scripts(app)) == 1 and _close_scripts(app) != scripts  # each choice gets a new script
+
+
+def test_deleting_a_conversation_removes_its_burr_tracker_files(app, app_env):
+    ok(app.run())
+    ok(app.chat_input[0].set_value("tracked, then deleted").run())
+    key = app.query_params["c"]
+    runs = app_env / "burr" / "burrow"
+    tracked = [folder for folder in runs.iterdir() if folder.is_dir()]
+    assert len(tracked) == 1  # the conversation's one branch
+    ok(app.sidebar.button(key=f"delete_{key}").click().run())
+    ok(app.button(key="delete_confirm").click().run())
+    assert not tracked[0].exists()
