@@ -32,6 +32,7 @@ from core.storage import (BranchSummary, ConversationStore, ConversationSummary,
                           Lineage, SnapshotSummary, SQLAlchemyPersister)
 from core.text import is_valid_conversation_id, plain_text
 from core.tracker_files import delete_tracker_runs
+from core.transfer import TransferMixin
 from core.tree import ConversationTree, OutlineEntry, Versions, outline
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
@@ -87,7 +88,7 @@ class SnapshotView:
     next_action: str | None
 
 
-class ChatService:
+class ChatService(TransferMixin):  # export and import: core/transfer/service.py
     """Owns the persister, the model, the policy and the runs; created once per process."""
 
     def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
