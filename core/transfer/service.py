@@ -138,7 +138,8 @@ class TransferMixin:
                     check_parts(incoming)
                 return self._write_all(stream, label)
             except ijson.JSONError as exc:
-                raise fail(label, f"not valid JSON, or cut off ({exc})") from exc
+                reason = (str(exc).strip().splitlines() or ["no detail"])[0]
+                raise fail(label, f"not valid JSON, or cut off ({reason}, near byte {stream.tell():,})") from exc
             except UnicodeDecodeError as exc:
                 raise fail(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
@@ -186,6 +187,7 @@ class TransferMixin:
         title = incoming.title and incoming.title.strip()
         if title and (self._catalog.get(partition_key) or _NoTitle).title != title:
             self._catalog.rename(partition_key, title)
+        self._persister.forget(partition_key)  # its branches' last states: an archive would keep them all
 
     def _restore_step(self, partition_key: str, app_id: str, step: Step, forked_from: tuple | None) -> None:
         """Saves one snapshot as Burr would have (the state exactly as it was stored)."""
