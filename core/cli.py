@@ -1,0 +1,120 @@
+"""`burrow`: export and import conversations from a shell, with the same settings as the app.
+
+    burrow export CONVERSATION_ID [--format json|markdown|openai] [--branch APP_ID] [-o FILE]
+    burrow export --all -o ARCHIVE.zip
+    burrow import FILE            (prints the new conversation ids, one a line)
+
+Exit status 0 on success; otherwise one line on stderr and 1 (bad input, unknown id), 2 (bad
+usage or setting) or 3 (the database could not be used). The line is the message; the traceback is
+logged at INFO (`BURROW_LOG_LEVEL=INFO` shows it), so a normal run prints nothing more.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import BurrowError, InputError, StorageError
+from core.settings import Settings, SettingsError, read_secrets_file
+
+log = logging.getLogger("core.cli")
+EXIT_INPUT, EXIT_USAGE, EXIT_STORAGE = 1, 2, 3
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="burrow", description="Export and import Burrow conversations. Reads the "
+                                  "same settings as the app: the environment (BURROW_DATABASE_URL, ...), then "
+                                  "./.streamlit/secrets.toml.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    export = commands.add_parser("export", help="write a conversation (or all of them) to a file or stdout",
+                                 description="Write one conversation as Burrow JSON (every branch, snapshot and "
+                                 "rating; see docs/export-format.md), as Markdown or as an OpenAI messages list "
+                                 "(one branch), or every conversation as a .zip of Burrow JSON files.")
+    export.add_argument("conversation_id", nargs="?", help="the conversation (as in the app's ?c= link)")
+    export.add_argument("--all", action="store_true", help="every conversation, as a .zip archive (needs -o)")
+    export.add_argument("--format", choices=("json", "markdown", "openai"), default="json",
+                        help="json (default, every branch), markdown or openai (one branch)")
+    export.add_argument("--branch", help="the branch for markdown and openai (default: the latest)")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    imported = commands.add_parser("import", help="import a file, print the new conversation ids",
+                                   description="Import Burrow JSON, a .zip of them, an OpenAI messages list or "
+                                   "ChatGPT's conversations.json. A bad file imports nothing.")
+    imported.add_argument("file", type=Path, help="the file to import")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.load(secrets=read_secrets_file(Path(".streamlit") / "secrets.toml"))
+        from core.logs import configure_logging
+
+        configure_logging(settings)
+        return _run(args, settings)
+    except SettingsError as exc:
+        return _failed(exc, EXIT_USAGE)
+    except InputError as exc:
+        return _failed(exc, EXIT_INPUT)
+    except (StorageError, BurrowError) as exc:
+        return _failed(exc, EXIT_STORAGE)
+    except OSError as exc:  # the output file could not be written
+        return _failed(exc, EXIT_INPUT)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "export" and args.all == bool(args.conversation_id):
+        raise InputError("give either a CONVERSATION_ID or --all")
+    if args.command == "export" and args.all and args.output is None:
+        raise InputError("--all writes a .zip archive: say where with -o ARCHIVE.zip")
+    from core.chat import ChatService
+    from core.llm import OfflineModel
+
+    service = ChatService.from_settings(settings, model=OfflineModel())
+    try:
+        if args.command == "import":
+            for partition_key in service.import_file(args.file):
+                print(partition_key)
+        elif args.all:
+            _atomically(args.output, lambda part: service.export_archive(part))
+        elif args.output is None:
+            _export(service, args, sys.stdout)
+        else:
+            _atomically(args.output, lambda part: _export_to(service, args, part))
+    finally:
+        service.close()
+    return 0
+
+
+def _export(service, args: argparse.Namespace, out) -> None:  # noqa: ANN001 - ChatService, a text stream
+    if args.format == "json":
+        service.export_json(args.conversation_id, out)
+    else:
+        out.write(service.export_text(args.conversation_id, args.format, args.branch))
+
+
+def _export_to(service, args: argparse.Namespace, path: Path) -> None:  # noqa: ANN001
+    with path.open("w", encoding="utf-8", newline="") as out:
+        _export(service, args, out)
+
+
+def _atomically(target: Path, write) -> None:  # noqa: ANN001 - a function of the partial file's path
+    """Writes to TARGET.part and renames it, so a failed export never leaves a half file under the name."""
+    part = target.with_name(target.name + ".part")
+    try:
+        write(part)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _failed(exc: BaseException, code: int) -> int:
+    log.info("burrow command failed", exc_info=exc)
+    print(f"burrow: {exc}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
