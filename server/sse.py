@@ -11,15 +11,16 @@ import json
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.chat import EventKind, Run
 from core.runs import RunEvent
-from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem
+from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem, problem
 
 POLL = 1.0  # seconds a worker thread waits for an event before handing control back
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
@@ -116,14 +117,17 @@ def stream_response(run: Run, after: int, keepalive: float, headers: dict[str, s
 
 
 def run_result(run: Run) -> dict[str, Any]:
-    """Blocks until the run is done (call on a worker thread): its outcome, reply and sequence id,
-    or ApiProblem for a failed turn (502/504 for the model, 503 database, 429 busy, 409 conflict)."""
+    """Blocks until the run is done (call on a worker thread); see `result_of`."""
+    return result_of(run, [event for event in run.events() if event is not None])
+
+
+def result_of(run: Run, events: list[RunEvent]) -> dict[str, Any]:
+    """A finished run's outcome, reply and sequence id, or ApiProblem for a failed turn (502/504
+    for the model, 503 database, 429 busy, 409 conflict)."""
     completed: dict[str, Any] = {}
     error: dict[str, Any] | None = None
     outcome = None
-    for event in run.events():
-        if event is None:
-            continue
+    for event in events:
         if event.kind is EventKind.COMPLETED:
             completed = event.data
         elif event.kind is EventKind.ERROR:
@@ -131,19 +135,21 @@ def run_result(run: Run) -> dict[str, Any]:
         elif event.kind is EventKind.DONE:
             outcome = event.data.get("outcome")
     if error is not None and not completed:
-        kind = error.get("kind", "unknown")
-        extra = {"run_id": run.id, "kind": kind, "retryable": error.get("retryable", True),
-                 "saved": error.get("saved")}
-        if kind == "storage":
-            raise ApiProblem(503, error["message"], headers={"Retry-After": STORAGE_RETRY_AFTER}, **extra)
-        if kind == "busy":
-            raise ApiProblem(429, error["message"], headers={"Retry-After": BUSY_RETRY_AFTER}, **extra)
-        if kind == "conflict":
-            raise ApiProblem(409, error["message"], **extra)
-        raise ApiProblem(504 if kind in LLM_TIMEOUTS else 502, error["message"], headers=model_retry_after(run),
-                         **extra)
+        raise failure(run, error)
     return {"run_id": run.id, "outcome": outcome, "message": completed.get("message"),
             "sequence_id": completed.get("sequence_id"), "branch": run.app_id}
+
+
+def failure(run: Run, error: dict[str, Any]) -> ApiProblem:
+    kind = error.get("kind", "unknown")
+    extra = {"run_id": run.id, "kind": kind, "retryable": error.get("retryable", True), "saved": error.get("saved")}
+    if kind == "storage":
+        return ApiProblem(503, error["message"], headers={"Retry-After": STORAGE_RETRY_AFTER}, **extra)
+    if kind == "busy":
+        return ApiProblem(429, error["message"], headers={"Retry-After": BUSY_RETRY_AFTER}, **extra)
+    if kind == "conflict":
+        return ApiProblem(409, error["message"], **extra)
+    return ApiProblem(504 if kind in LLM_TIMEOUTS else 502, error["message"], headers=model_retry_after(run), **extra)
 
 
 def model_retry_after(run: Run) -> dict[str, str]:
@@ -152,5 +158,32 @@ def model_retry_after(run: Run) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))} if seconds else {}
 
 
-def json_result(run: Run, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(run_result(run), status_code=status_code)
+class RunJSON(Response):
+    """The JSON answer of a run, written when the run is done. The route returns it at once and the
+    wait happens on the event loop, so clients that do not stream hold no worker thread each (a few
+    dozen of them would otherwise hold the whole pool, and every other request would wait).
+    `shape` turns the result into the body, or raises ApiProblem; headers set on this response go
+    on the answer, problem or not."""
+
+    def __init__(self, run: Run, status_code: int = 200,
+                 shape: Callable[[dict[str, Any]], Any] | None = None):
+        self.run, self.status_code, self.shape = run, status_code, shape
+        self.background = None
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        events = [event async for event in watched(self.run, -1, POLL) if event is not None]
+        try:
+            result = result_of(self.run, events)
+            answer: Response = JSONResponse(jsonable_encoder(self.shape(result) if self.shape else result),
+                                            status_code=self.status_code)
+        except ApiProblem as exc:
+            answer = problem(exc.status, exc.detail, exc.headers, **exc.extra)
+        present = {name for name, _ in answer.raw_headers}
+        answer.raw_headers += [(name, value) for name, value in self.raw_headers if name not in present]
+        await answer(scope, receive, send)
+
+
+def json_result(run: Run, status_code: int = 200,
+                shape: Callable[[dict[str, Any]], Any] | None = None) -> RunJSON:
+    return RunJSON(run, status_code, shape)

@@ -15,7 +15,7 @@ from server.deps import conversation_id, get_service
 from server.errors import ApiProblem
 from server.schemas import (INT64, Conversation, ConversationPage, Fork, Messages, MessageText, SendResult, StepDetail,
                             Steps, problems, streams)
-from server.sse import json_result, run_result, stream_response, wants_stream
+from server.sse import json_result, stream_response, wants_stream
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -178,9 +178,12 @@ def retry(request: Request, body: RetryRequest | None = None, cid: str = Depends
     run = service.retry(cid, body.branch if body else None)
     if wants_stream(request):
         return _answer(request, run)
-    result = run_result(run)
+    return json_result(run, shape=_retried)
+
+
+def _retried(result: dict[str, Any]) -> dict[str, Any]:
     if result["outcome"] == "nothing_to_retry":
-        raise ApiProblem(409, "Nothing to retry: this conversation already has its reply.", run_id=run.id)
+        raise ApiProblem(409, "Nothing to retry: this conversation already has its reply.", run_id=result["run_id"])
     return result
 
 

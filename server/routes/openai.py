@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.chat import ChatService, EventKind, Run
 from server.deps import conversation_id, get_service
 from server.errors import ApiProblem
 from server.schemas import ChatCompletion, ModelList, problems, streams
-from server.sse import KEEPALIVE, run_result, watched
+from server.sse import KEEPALIVE, json_result, watched
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 HEADER = "X-Burrow-Conversation"
@@ -96,14 +96,13 @@ def chat_completions(body: ChatCompletionRequest, request: Request, service: Cha
     if body.stream:
         return StreamingResponse(_stream(run, model, request.app.state.keepalive), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", **headers})
-    try:
-        result = run_result(run)
-    except ApiProblem as problem:
-        problem.headers.update(headers)
-        raise
+    response = json_result(run, shape=lambda result: _completion(run, model, result))
+    response.headers.update(headers)
+    return response
+
+
+def _completion(run: Run, model: str, result: dict[str, Any]) -> dict[str, Any]:
     content = (result["message"] or {}).get("content", "")
-    return JSONResponse({
-        "id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": int(run.started_at), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-    }, headers=headers)
+    return {"id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": int(run.started_at), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}

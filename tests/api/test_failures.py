@@ -157,3 +157,27 @@ def test_closing_an_openai_stream_keeps_the_whole_reply(any_api, llm_server, cli
     with httpx.Client(base_url=any_api.url, timeout=10) as http:
         messages = wait_saved(http, cid, 2)
     assert messages[-1]["content"] == f"Echo: {LONG}" and messages[-1].get("status") != "stopped"
+
+
+def test_many_clients_waiting_for_json_answers_hold_up_nobody(start_api, llm_server):
+    """More non-streaming sends at once than the worker pool has threads (40): each waits on the
+    event loop, so a health check and a listing still answer at once, and every send gets its reply."""
+    api = start_api(BURROW_MAX_RUNS="60")
+    llm_server.chunk_delay = 0.1  # each reply streams for 4 s
+    with httpx.Client(base_url=api.url, timeout=30, limits=httpx.Limits(max_connections=80)) as http:
+        ids = [new(http) for _ in range(50)]
+        answers: dict[str, httpx.Response] = {}
+        senders = [threading.Thread(target=lambda cid=cid: answers.update({cid: http.post(
+            f"/api/v1/conversations/{cid}/messages", json={"content": LONG})})) for cid in ids]
+        for sender in senders:
+            sender.start()
+        # all 50 replies are being written at once (with a thread held per waiting client, only 40 could)
+        wait_for(lambda: len(llm_server.requests) == 50, within=4)
+        began = time.monotonic()
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/api/v1/conversations", params={"limit": 1}).status_code == 200
+        assert time.monotonic() - began < 0.5, "requests waited behind the JSON clients"
+        for sender in senders:
+            sender.join(30)
+    assert sorted(answers) == sorted(ids)
+    assert all(r.status_code == 200 and r.json()["outcome"] == "answered" for r in answers.values())
