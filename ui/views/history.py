@@ -22,7 +22,7 @@ import streamlit as st
 
 from core.chat import BranchSummary, ChatService, SnapshotSummary, SnapshotView
 from core.history import CURRENT_FILL, NEXT_FILL, StateDiff, highlighted_graph
-from ui import nav, sidebar, tree_view
+from ui import nav, sidebar, transfer_view, tree_view
 from ui.format import clip, escape_markdown, short_id
 from ui.messages import render_message
 from ui.services import get_service
@@ -42,6 +42,7 @@ def main() -> None:
     summary = selection.summary or (service.conversation(key) if key else None)
     if summary is None:
         _nothing_yet(key)
+        transfer_view.importer(service)
         return
     title = st.empty()  # the caption names the branch's message count, known once the branch is picked
     app_id = pick_branch(service, key, selection.app_id)
@@ -49,6 +50,7 @@ def main() -> None:
     title.caption(f"**{escape_markdown(clip(summary.title, 100))}** · {count} messages on this branch · "
                   "pick another conversation in the sidebar.")
     browse(service, key, app_id)
+    transfer_view.render(service, key, app_id)  # download buttons and the importer
 
 
 def _most_recent(service: ChatService) -> str | None:
