@@ -20,6 +20,7 @@ from burr.core.persistence import BaseStatePersister
 from burr.tracking.client import LocalTrackingClient
 from burr.tracking.common.models import EndEntryModel
 
+from core import tracing
 from core.actions import ai_response, human_input, safety_check, unsafe_response
 from core.llm import ChatModel, OfflineModel
 from core.safety import BlockedWordsPolicy, SafetyPolicy
@@ -177,6 +178,7 @@ def build_application(
         )
         .with_state_persister(persister)
         .with_identifiers(app_id=app_id, partition_key=partition_key)
+        .with_hooks(*tracing.burr_hooks())  # one span per step while OpenTelemetry is on (core/tracing.py)
     )
     if tracker_project:
         params = {"storage_dir": tracker_dir} if tracker_dir else {}

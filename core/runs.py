@@ -13,6 +13,7 @@ see how they ended.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
 import logging
@@ -160,8 +161,9 @@ class RunManager:
             if len(self._active) >= self.max_runs:
                 raise BusyError(f"Burrow is answering {len(self._active)} messages right now, its limit "
                                 "(BURROW_MAX_RUNS); try again in a moment.")
-            worker = threading.Thread(target=self._execute, args=(run, work), name=f"burrow-run-{run.id[:8]}",
-                                      daemon=True)
+            # The caller's context goes along (its tracing span, so a run's steps nest under the request).
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(self._execute, run, work),
+                                      name=f"burrow-run-{run.id[:8]}", daemon=True)
             self._active[run.id] = (run, worker)
         worker.start()
         return run
