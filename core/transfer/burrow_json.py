@@ -47,19 +47,23 @@ def delta(previous: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, A
 
 
 def write_conversation(out: TextIO, header: dict[str, Any], feedback: list[dict[str, Any]],
-                       branches: Iterable[tuple[dict[str, Any], Iterable[dict[str, Any]]]]) -> None:
-    """Writes one Burrow JSON document as the branches' snapshots arrive (each a dict with `state`)."""
+                       branches: Iterable[tuple[dict[str, Any], dict | None, Iterable[dict[str, Any]]]]) -> None:
+    """Writes one Burrow JSON document as the branches' snapshots arrive (each a dict with `state`).
+
+    A branch comes with its base: the parent's state at the fork when the parent was written earlier
+    in the file (its first snapshot is then a change to that state, marked "from_parent"), else None."""
     dump = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
     out.write(f'{{"format": {dump(FORMAT)}, "version": {VERSION}, "conversation": {dump(header)},\n')
     out.write(f' "feedback": {dump(feedback)},\n "branches": [')
-    for number, (branch, snapshots) in enumerate(branches):
+    for number, (branch, base, snapshots) in enumerate(branches):
         out.write(",\n" if number else "\n")
         out.write(dump(branch)[:-1] + ', "snapshots": [')
-        previous = None
+        previous = base
         for index, snapshot in enumerate(snapshots):
             state = snapshot.pop("state")
             out.write(",\n  " if index else "\n  ")
-            out.write(dump({**snapshot, **delta(previous, state)}))
+            marked = {"from_parent": True} if index == 0 and base is not None else {}
+            out.write(dump({**snapshot, **marked, **delta(previous, state)}))
             previous = state
         out.write("]}")
     out.write("\n]}\n")
@@ -94,17 +98,34 @@ def read_burrow(source: BinaryIO, where: str) -> Incoming:
     return Incoming(source_id, title, lambda: _parts(source, where, ratings), where, keeps_branch_ids=True)
 
 
+def _fork_points(source: BinaryIO) -> set[tuple[str, Any]]:
+    """(parent, fork sequence id) of every branch, read from parse events only (no branch is built)."""
+    source.seek(0)
+    points: set[tuple[str, Any]] = set()
+    found: dict[str, Any] = {}
+    for prefix, event, value in ijson.parse(source, use_float=True):
+        if prefix == "branches.item" and event in ("start_map", "end_map"):
+            if event == "end_map" and isinstance(found.get("parent"), str):
+                points.add((found["parent"], found.get("fork_sequence_id")))
+            found = {}
+        elif prefix in ("branches.item.parent", "branches.item.fork_sequence_id"):
+            found[prefix.rpartition(".")[2]] = value
+    return points
+
+
 def _parts(source: BinaryIO, where: str, ratings: list[Rating]) -> Iterator[Part]:
+    needed = _fork_points(source)
+    kept: dict[tuple[str, Any], dict[str, Any]] = {}  # states at fork points, for the branches forked there
     source.seek(0)
     count = 0
     for count, branch in enumerate(ijson.items(source, "branches.item", use_float=True), 1):
-        yield from _branch(branch, f"{where}: branch {count}")
+        yield from _branch(branch, f"{where}: branch {count}", needed, kept)
     if count == 0:
         raise fail(where, 'no branches (a "branches" list with at least one branch)')
     yield from ratings
 
 
-def _branch(branch: Any, where: str) -> Iterator[Part]:
+def _branch(branch: Any, where: str, needed: set, kept: dict) -> Iterator[Part]:
     if not isinstance(branch, dict) or not isinstance(branch.get("app_id"), str) or not branch["app_id"]:
         raise fail(where, 'not an object with an "app_id" string')
     parent, fork = branch.get("parent"), branch.get("fork_sequence_id")
@@ -114,11 +135,24 @@ def _branch(branch: Any, where: str) -> Iterator[Part]:
     if not isinstance(snapshots, list) or not snapshots:
         raise fail(where, 'no "snapshots" (a list with at least one snapshot)')
     yield BranchStart(branch["app_id"], parent, fork if parent is not None else None)
-    state: dict[str, Any] | None = None
-    marked: set[str] = set()  # keys whose value holds a Burr serde marker
+    state, marked = _base(branch, snapshots[0], kept, where)
     for number, snapshot in enumerate(snapshots, 1):
         step, state = _step(snapshot, state, marked, f"{where}: snapshot {number}")
+        if (branch["app_id"], step.sequence_id) in needed:
+            kept[(branch["app_id"], step.sequence_id)] = state
         yield step
+
+
+def _base(branch: dict, first: Any, kept: dict, where: str) -> tuple[dict[str, Any] | None, set[str]]:
+    """What the first snapshot changes: nothing, or (marked "from_parent") the parent's state at the fork;
+    and which of its keys hold a serde marker."""
+    if not (isinstance(first, dict) and first.get("from_parent")):
+        return None, set()
+    base = kept.get((branch.get("parent"), branch.get("fork_sequence_id")))
+    if base is None:
+        raise fail(where, f"snapshot 1 changes step {branch.get('fork_sequence_id')} of branch "
+                          f"{branch.get('parent')}, which is not earlier in the file")
+    return base, {key for key, value in base.items() if serde.KEY in json.dumps(value)}
 
 
 def _step(snapshot: Any, previous: dict[str, Any] | None, marked: set[str], where: str) -> tuple[Step, dict[str, Any]]:

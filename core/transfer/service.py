@@ -57,10 +57,17 @@ class TransferMixin:
                      "created_at": f.created_at.isoformat(), "updated_at": f.updated_at.isoformat()}
                     for f in self._feedback.of_conversation(partition_key)]
         shapes = sorted(self._lineage.branches(partition_key), key=lambda s: s.activity)  # latest last
-        branches = ((({"app_id": s.app_id, "parent": s.parent, "fork_sequence_id": s.fork_sequence_id,
-                       "created_at": s.created_at.isoformat()}), self._export_steps(partition_key, s.app_id))
-                    for s in shapes)
-        write_conversation(out, header, feedback, branches)
+        written: set[str] = set()
+
+        def branches() -> Iterator[tuple[dict[str, Any], dict | None, Iterator[dict[str, Any]]]]:
+            for shape in shapes:
+                base = (self._persister.load_serialized(partition_key, shape.parent, shape.fork_sequence_id)
+                        if shape.parent in written and shape.fork_sequence_id is not None else None)
+                written.add(shape.app_id)
+                yield ({"app_id": shape.app_id, "parent": shape.parent, "fork_sequence_id": shape.fork_sequence_id,
+                        "created_at": shape.created_at.isoformat()}, base, self._export_steps(partition_key, shape.app_id))
+
+        write_conversation(out, header, feedback, branches())
 
     def _export_steps(self, partition_key: str, app_id: str) -> Iterator[dict[str, Any]]:
         offset = 0

@@ -129,6 +129,17 @@ def test_json_stores_only_what_changed_per_snapshot(source):
     assert exported(source, "c4").count(b"message 7 ") == 4
 
 
+def test_a_forked_branch_starts_as_a_change_to_its_parent_at_the_fork(source):
+    root = answered(source, "c8", *[f"long message {n} " + "y" * 300 for n in range(10)])
+    source.fork("c8", root, 20)
+    document = json.loads(exported(source, "c8"))
+    parent, child = document["branches"]
+    first = child["snapshots"][0]
+    assert (child["parent"], child["fork_sequence_id"], first["from_parent"]) == (root, 20, True)
+    assert "chat_history" not in first.get("set", {}) and "append" not in first  # no message written again
+    assert exported(source, "c8").count(b"long message 3 ") == 4
+
+
 def test_markdown_has_the_title_role_headings_and_line_breaks(service):
     root = branched(service, "c5")
     text = service.export_markdown("c5", root)

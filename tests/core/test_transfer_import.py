@@ -116,6 +116,12 @@ BAD = {
         {"app_id": "b2", "parent": "b9", "fork_sequence_id": 0, "snapshots": [
             {"sequence_id": 0, "position": "human_input", "status": "completed", "set": {}}]}])),
         "branch b2 forked from b9, which is not in the file"),
+    "base not earlier": (lambda: io.BytesIO(burrow_document(branches=[
+        {"app_id": "b2", "parent": "b1", "fork_sequence_id": 0, "snapshots": [
+            {"sequence_id": 0, "position": "human_input", "status": "completed", "from_parent": True}]},
+        {"app_id": "b1", "parent": None, "snapshots": [
+            {"sequence_id": 0, "position": "human_input", "status": "completed", "set": {}}]}])),
+        "branch 1: snapshot 1 changes step 0 of branch b1, which is not earlier in the file"),
     "bad status": (lambda: io.BytesIO(burrow_document(branches=[{"app_id": "b1", "snapshots": [
         {"sequence_id": 0, "position": "human_input", "status": "done"}]}])), "branch 1: snapshot 1: \"status\""),
 }
