@@ -17,6 +17,8 @@ from burr.core import serde
 from core.transfer.model import FORMAT, VERSION, BranchStart, Incoming, Part, Rating, Step, fail
 
 STATUSES = ("completed", "failed")
+MAX_ID_CHARS = 255  # the database's columns for branch ids and action names
+MAX_SEQUENCE_ID = 2**31 - 1
 _MISSING = object()
 
 
@@ -126,10 +128,10 @@ def _parts(source: BinaryIO, where: str, ratings: list[Rating]) -> Iterator[Part
 
 
 def _branch(branch: Any, where: str, needed: set, kept: dict) -> Iterator[Part]:
-    if not isinstance(branch, dict) or not isinstance(branch.get("app_id"), str) or not branch["app_id"]:
-        raise fail(where, 'not an object with an "app_id" string')
+    if not isinstance(branch, dict) or not _is_name(branch.get("app_id")):
+        raise fail(where, f'not an object with an "app_id" string (1 to {MAX_ID_CHARS} characters)')
     parent, fork = branch.get("parent"), branch.get("fork_sequence_id")
-    if not isinstance(parent, (str, type(None))) or (parent is not None and not _is_int(fork)):
+    if not (parent is None or _is_name(parent)) or (parent is not None and not _is_seq(fork)):
         raise fail(where, '"parent" must be a branch id with an integer "fork_sequence_id", or null')
     snapshots = branch.get("snapshots")
     if not isinstance(snapshots, list) or not snapshots:
@@ -159,9 +161,9 @@ def _step(snapshot: Any, previous: dict[str, Any] | None, marked: set[str], wher
     if not isinstance(snapshot, dict):
         raise fail(where, "not an object")
     seq, position, status = snapshot.get("sequence_id"), snapshot.get("position"), snapshot.get("status")
-    if not _is_int(seq) or seq < 0:
-        raise fail(where, '"sequence_id" must be a whole number from 0')
-    if not isinstance(position, str) or not position:
+    if not _is_seq(seq):
+        raise fail(where, f'"sequence_id" must be a whole number from 0 to {MAX_SEQUENCE_ID:,}')
+    if not _is_name(position):
         raise fail(where, '"position" must be the name of the action that ran')
     if status not in STATUSES:
         raise fail(where, f'"status" must be one of {", ".join(STATUSES)}')
@@ -202,7 +204,7 @@ def _rating(item: Any, where: str) -> Rating:
         raise fail(where, "not an object")
     app_id, seq, index = item.get("app_id"), item.get("sequence_id"), item.get("message_index")
     thumbs, comment, tags = item.get("thumbs_up"), item.get("comment"), item.get("tags", [])
-    if not isinstance(app_id, str) or not _is_int(seq) or not _is_int(index):
+    if not _is_name(app_id) or not _is_seq(seq) or not _is_seq(index):
         raise fail(where, 'needs "app_id", "sequence_id" and "message_index"')
     if not isinstance(thumbs, (bool, type(None))) or not isinstance(comment, (str, type(None))):
         raise fail(where, '"thumbs_up" must be true, false or null and "comment" a string')
@@ -213,3 +215,12 @@ def _rating(item: Any, where: str) -> Rating:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seq(value: Any) -> bool:
+    """A sequence id or message index the database's integer columns hold."""
+    return _is_int(value) and 0 <= value <= MAX_SEQUENCE_ID
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS

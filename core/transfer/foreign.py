@@ -118,6 +118,8 @@ def chatgpt_paths(item: Any, where: str) -> tuple[list[list[tuple[str, dict]]], 
         if not isinstance(node, dict):
             raise fail(where, f"node {node_id} is not an object")
         parent = node.get("parent")
+        if not isinstance(parent, (str, type(None))):
+            raise fail(where, f"node {node_id}: \"parent\" must be a node id or null")
         if parent is not None and parent not in mapping:
             raise fail(where, f"node {node_id} has no parent in the mapping (it names {str(parent)!r:.60})")
     kept = {node_id: _chatgpt_message(node, f"{where}: node {node_id}") for node_id, node in mapping.items()}
@@ -137,8 +139,10 @@ def _chatgpt_message(node: dict, where: str) -> dict | None:
     author = message.get("author") if isinstance(message, dict) else None
     if not isinstance(author, dict) or not isinstance(author.get("role"), str):
         raise fail(where, "message has no author.role")
-    content = message.get("content") or {}
-    if author["role"] not in KEPT_ROLES or (message.get("metadata") or {}).get("is_visually_hidden_from_conversation"):
+    content, metadata = message.get("content") or {}, message.get("metadata") or {}
+    if not isinstance(content, dict) or not isinstance(metadata, dict):
+        raise fail(where, "message content and metadata must be objects")
+    if author["role"] not in KEPT_ROLES or metadata.get("is_visually_hidden_from_conversation"):
         return None
     if content.get("content_type") not in ("text", "multimodal_text"):
         return None  # code, browsing, reasoning and tool output: not chat text
@@ -149,7 +153,7 @@ def _chatgpt_message(node: dict, where: str) -> dict | None:
     if not text:
         return None
     found = {"role": author["role"], "content": plain_text(text)}
-    model = (message.get("metadata") or {}).get("model_slug")
+    model = metadata.get("model_slug")
     if author["role"] == "assistant" and isinstance(model, str):
         found["model"] = model
     return found

@@ -122,6 +122,14 @@ BAD = {
         {"app_id": "b1", "parent": None, "snapshots": [
             {"sequence_id": 0, "position": "human_input", "status": "completed", "set": {}}]}])),
         "branch 1: snapshot 1 changes step 0 of branch b1, which is not earlier in the file"),
+    "sequence id too large": (lambda: io.BytesIO(burrow_document(branches=[{"app_id": "b1", "snapshots": [
+        {"sequence_id": 2**40, "position": "human_input", "status": "completed"}]}])),
+        "snapshot 1: \"sequence_id\" must be a whole number from 0 to 2,147,483,647"),
+    "content not an object": (lambda: io.BytesIO(json.dumps([{"mapping": {"n1": {"parent": None, "message": {
+        "author": {"role": "user"}, "content": "just text"}}}}]).encode()),
+        "item 1: node n1: message content and metadata must be objects"),
+    "parent a list": (lambda: io.BytesIO(json.dumps([{"mapping": {"n1": {"parent": ["x"], "message": None}}}]).encode()),
+                      "item 1: node n1: \"parent\" must be a node id or null"),
     "bad status": (lambda: io.BytesIO(burrow_document(branches=[{"app_id": "b1", "snapshots": [
         {"sequence_id": 0, "position": "human_input", "status": "done"}]}])), "branch 1: snapshot 1: \"status\""),
 }
