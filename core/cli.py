@@ -4,6 +4,8 @@
     burrow export --all -o ARCHIVE.zip
     burrow import FILE            (prints the new conversation ids, one a line)
 
+Long work shows a progress bar on stderr when it is a terminal.
+
 Exit status 0 on success; otherwise one line on stderr and 1 (bad input, unknown id), 2 (bad
 usage or setting) or 3 (the database could not be used). The line is the message; the traceback is
 logged at INFO (`BURROW_LOG_LEVEL=INFO` shows it), so a normal run prints nothing more.
@@ -14,8 +16,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from rich.console import Console
 
 from core.errors import BurrowError, InputError, StorageError
 from core.settings import Settings, SettingsError, read_secrets_file
@@ -75,10 +80,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     service = ChatService.from_settings(settings, model=OfflineModel())
     try:
         if args.command == "import":
-            for partition_key in service.import_file(args.file):
+            with _progress("Importing", None) as tick:
+                ids = service.import_file(args.file, progress=tick)
+            for partition_key in ids:
                 print(partition_key)
         elif args.all:
-            _atomically(args.output, lambda part: service.export_archive(part))
+            with _progress("Exporting", service.count_conversations()) as tick:
+                _atomically(args.output, lambda part: service.export_archive(part, progress=tick))
         elif args.output is None:
             _export(service, args, sys.stdout)
         else:
@@ -86,6 +94,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         service.close()
     return 0
+
+
+@contextmanager
+def _progress(what: str, total: int | None) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr when it is a terminal (never in a pipe or a log); yields the per-item tick."""
+    if not sys.stderr.isatty():
+        yield lambda _item: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"{what} conversations", total=total)
+        yield lambda _item: bar.advance(task)
 
 
 def _export(service, args: argparse.Namespace, out) -> None:  # noqa: ANN001 - ChatService, a text stream

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 import zipfile
@@ -109,3 +111,28 @@ def test_the_installed_script_has_help_on_each_command():
     assert "--format" in subprocess.run([str(script), "export", "--help"], capture_output=True, text=True).stdout
     unknown = subprocess.run([str(script), "search", "x"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(database, tmp_path):
+    env = {**os.environ, "COLUMNS": "100"}
+    script = str(Path(sys.executable).parent / "burrow")
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([script, "export", "--all", "-o", str(tmp_path / "a.zip")], stderr=follower,
+                              stdout=subprocess.PIPE, env=env, timeout=60)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0 and b"Exporting conversations" in shown
+    piped = subprocess.run([script, "export", "--all", "-o", str(tmp_path / "b.zip")], capture_output=True,
+                           env=env, timeout=60)
+    assert (piped.returncode, piped.stderr) == (0, b"")

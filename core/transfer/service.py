@@ -133,29 +133,32 @@ class TransferMixin:
         return summary
 
     # ---- import ----------------------------------------------------------------------------------
-    def import_file(self, source: BinaryIO | str | os.PathLike, name: str | None = None) -> list[str]:
+    def import_file(self, source: BinaryIO | str | os.PathLike, name: str | None = None,
+                    progress: Callable[[str], None] | None = None) -> list[str]:
         """Imports every conversation of a file; returns their ids (new ones where the old were taken).
 
         A bad file raises one InputError naming the problem and writes nothing; a failed write
-        deletes what this import wrote and raises (StorageError)."""
+        deletes what this import wrote and raises (StorageError). `progress` hears each id written."""
         with _opened(source) as (stream, label):
             label = name or label
             try:
                 for incoming in conversations(stream, label):  # the whole file checked first
                     check_parts(incoming)
-                return self._write_all(stream, label)
+                return self._write_all(stream, label, progress)
             except ijson.JSONError as exc:
                 reason = (str(exc).strip().splitlines() or ["no detail"])[0]
                 raise fail(label, f"not valid JSON, or cut off ({reason}, near byte {stream.tell():,})") from exc
             except UnicodeDecodeError as exc:
                 raise fail(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
-    def _write_all(self, stream: BinaryIO, label: str) -> list[str]:
+    def _write_all(self, stream: BinaryIO, label: str, progress: Callable[[str], None] | None) -> list[str]:
         written: list[str] = []
         try:
             for incoming in conversations(stream, label):
                 written.append(self._free_id(incoming.source_id))
                 self._write(incoming, written[-1])
+                if progress:
+                    progress(written[-1])
         except BaseException as exc:
             self._undo(written, exc)
             raise
