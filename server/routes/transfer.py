@@ -1,12 +1,16 @@
-"""Export and import under /api/v1: a conversation as Burrow JSON, Markdown or OpenAI messages, and
+"""Export and import under /api/v1: a conversation as Burrow JSON, Markdown or OpenAI messages, every
+conversation as a .zip (written to a temporary file, sent, then removed), and
 import of any file `burrow import` reads (the request body is the file; it is spooled to disk past
 a few megabytes, then read as a stream, never whole)."""
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from core.chat import ChatService
@@ -33,6 +37,20 @@ def export(cid: str = Depends(conversation_id), service: ChatService = Depends(g
     body = service.export_text(cid, format, branch)
     disposition = f'attachment; filename="{cid}{SUFFIX[format]}"'
     return Response(body, media_type=MEDIA[format], headers={"Content-Disposition": disposition})
+
+
+@router.get("/export", responses=problems(), response_class=FileResponse, summary="Export every conversation",
+            description="A .zip of Burrow JSON files, one per conversation (what `burrow export --all` writes).")
+async def export_all(service: ChatService = Depends(get_service)) -> FileResponse:
+    handle, path = tempfile.mkstemp(prefix="burrow-export-", suffix=".zip")
+    os.close(handle)
+    try:
+        await run_in_threadpool(service.export_archive, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FileResponse(path, media_type="application/zip", filename="burrow-conversations.zip",
+                        background=BackgroundTask(os.unlink, path))
 
 
 @router.post("/import", status_code=201, responses=problems(413, 422, 503), summary="Import a file",

@@ -3,7 +3,9 @@
 The router is registered here on top of create_app() until server/app.py includes it."""
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +71,14 @@ def test_unknown_conversation_or_format(api):
     unknown_branch = httpx.get(f"{api.url}/api/v1/conversations/{cid}/export",
                                params={"format": "markdown", "branch": "zzz"})
     assert unknown_branch.status_code == 422 and "does not exist" in unknown_branch.json()["detail"]
+
+
+def test_every_conversation_as_one_archive(api):
+    ids = httpx.post(f"{api.url}/api/v1/import", content=(DATA / "chatgpt_conversations.json").read_bytes(),
+                     timeout=30).json()["conversations"]
+    answer = httpx.get(f"{api.url}/api/v1/export", timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{cid}.json" for cid in ids)
+    again = httpx.post(f"{api.url}/api/v1/import", content=answer.content, timeout=30)
+    assert again.status_code == 201 and len(again.json()["conversations"]) == 2
