@@ -23,7 +23,7 @@ import ijson
 from burr.core import State
 
 from core.app import first_branch_id
-from core.errors import InputError, StorageError
+from core.errors import InputError, SnapshotConflictError, StorageError
 from core.text import is_valid_conversation_id, with_line_breaks
 from core.transfer.burrow_json import write_conversation
 from core.transfer.model import BranchStart, Incoming, Rating, Step, check_parts, fail
@@ -152,11 +152,13 @@ class TransferMixin:
                 raise fail(label, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
     def _write_all(self, stream: BinaryIO, label: str, progress: Callable[[str], None] | None) -> list[str]:
-        written: list[str] = []
+        written: list[str] = []  # ids this import has saved a step to: only these are deleted on failure
         try:
             for incoming in conversations(stream, label):
-                written.append(self._free_id(incoming.source_id))
-                self._write(incoming, written[-1])
+                try:
+                    self._write(incoming, self._free_id(incoming.source_id), written)
+                except _Taken:  # another writer took the free id just now: never touch its conversation
+                    self._write(incoming, uuid.uuid4().hex, written)
                 if progress:
                     progress(written[-1])
         except BaseException as exc:
@@ -180,7 +182,8 @@ class TransferMixin:
             return wanted
         return uuid.uuid4().hex
 
-    def _write(self, incoming: Incoming, partition_key: str) -> None:
+    def _write(self, incoming: Incoming, partition_key: str, written: list[str]) -> None:
+        """Saves one conversation under `partition_key`, appended to `written` once its first step is saved."""
         name = _branch_namer(incoming, partition_key)
         branch: BranchStart | None = None
         first = True
@@ -188,8 +191,15 @@ class TransferMixin:
             if isinstance(part, BranchStart):
                 branch, first = part, True
             elif isinstance(part, Step) and branch is not None:
-                self._restore_step(partition_key, name(branch.app_id), part,
-                                   (name(branch.parent), branch.fork_sequence_id) if first and branch.parent else None)
+                forked = (name(branch.parent), branch.fork_sequence_id) if first and branch.parent else None
+                try:
+                    self._restore_step(partition_key, name(branch.app_id), part, forked)
+                except SnapshotConflictError as exc:
+                    if partition_key not in written:
+                        raise _Taken() from exc
+                    raise
+                if partition_key not in written:
+                    written.append(partition_key)
                 first = False
             elif isinstance(part, Rating):
                 self._feedback.set(partition_key, name(part.app_id), part.sequence_id, part.message_index,
@@ -210,6 +220,10 @@ class TransferMixin:
 
 class _NoTitle:
     title = None
+
+
+class _Taken(Exception):
+    """The first save of a conversation met another writer's step: the id was taken after it was chosen."""
 
 
 def _branch_namer(incoming: Incoming, partition_key: str) -> Callable[[str], str]:

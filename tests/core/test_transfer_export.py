@@ -182,3 +182,32 @@ def test_archive_holds_every_conversation_and_imports_back(source, service, tmp_
 def test_archive_of_an_empty_database_is_a_valid_empty_zip(service, tmp_path: Path):
     assert service.export_archive(tmp_path / "none.zip") == 0
     assert zipfile.ZipFile(tmp_path / "none.zip").namelist() == []
+
+
+def test_imports_racing_for_the_same_free_id_never_touch_each_other(source, service):
+    """Four imports of one file at once: one keeps the id, the others get new ones, none fails or
+    deletes another's conversation (a first save that meets another writer's step picks a new id)."""
+    import threading
+
+    branched(source, "race")
+    document = exported(source, "race")
+    barrier, results, errors = threading.Barrier(4), [], []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.extend(service.import_file(io.BytesIO(document), "race.json"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(set(results)) == 4 and "race" in results
+    assert service.count_conversations() == 4
+    for app_id in source.branch_ids("race"):
+        assert every_snapshot(service, "race", app_id) == every_snapshot(source, "race", app_id)
+    for copy in results:
+        assert len(service.branch_ids(copy)) == len(source.branch_ids("race"))
