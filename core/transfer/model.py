@@ -90,4 +90,16 @@ def check_parts(incoming: Incoming) -> int:
     for child, parent in parents:
         if parent not in branches:
             raise fail(incoming.where, f"branch {child} forked from {parent}, which is not in the file")
+    _check_no_cycle(dict(parents), incoming.where)
     return steps
+
+
+def _check_no_cycle(parent_of: dict[str, str], where: str) -> None:
+    """Every fork chain ends at a branch started empty (a cycle would hide its branches from the tree)."""
+    for start in parent_of:
+        seen, at = {start}, parent_of.get(start)
+        while at is not None:
+            if at in seen:
+                raise fail(where, f"branch {start} is forked from itself through its parents")
+            seen.add(at)
+            at = parent_of.get(at)

@@ -130,6 +130,10 @@ BAD = {
         "item 1: node n1: message content and metadata must be objects"),
     "parent a list": (lambda: io.BytesIO(json.dumps([{"mapping": {"n1": {"parent": ["x"], "message": None}}}]).encode()),
                       "item 1: node n1: \"parent\" must be a node id or null"),
+    "fork cycle": (lambda: io.BytesIO(burrow_document(branches=[
+        {"app_id": name, "parent": other, "fork_sequence_id": 0, "snapshots": [
+            {"sequence_id": 0, "position": "human_input", "status": "completed", "set": {}}]}
+        for name, other in (("b1", "b2"), ("b2", "b1"))])), "branch b1 is forked from itself through its parents"),
     "bad status": (lambda: io.BytesIO(burrow_document(branches=[{"app_id": "b1", "snapshots": [
         {"sequence_id": 0, "position": "human_input", "status": "done"}]}])), "branch 1: snapshot 1: \"status\""),
 }
