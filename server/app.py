@@ -14,7 +14,7 @@ from core.chat import ChatService
 from core.logs import configure_logging
 from core.settings import Settings
 from server import errors
-from server.routes import branches, conversations, health, openai, runs
+from server.routes import branches, conversations, health, openai, runs, transfer
 
 log = logging.getLogger(__name__)
 KEEPALIVE = 15.0  # seconds of silence before an SSE stream sends a `: keep-alive` comment
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.include_router(conversations.router)
     app.include_router(runs.router)
     app.include_router(branches.router)
+    app.include_router(transfer.router)
     app.include_router(openai.router)
     return app
 

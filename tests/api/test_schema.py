@@ -19,9 +19,10 @@ SENDING = ("POST /api/v1/conversations/{conversation_id}/messages",
            "POST /api/v1/conversations/{conversation_id}/retry", "POST /v1/chat/completions")
 # Rules JSON Schema cannot state, so a schema-valid request may still be a 422; only that check is
 # relaxed, and only there: "the last user message has text", and which message an index may name
-# (a message of yours to edit, a reply to regenerate or rate), which depends on the conversation.
+# (a message of yours to edit, a reply to regenerate or rate), which depends on the conversation;
+# and an import's body, which must be one of the file formats docs/export-format.md describes.
 UNSTATED_RULES = {label: [positive_data_acceptance] for label in (
-    "POST /v1/chat/completions",
+    "POST /v1/chat/completions", "POST /api/v1/import",
     "POST /api/v1/conversations/{conversation_id}/messages/{index}/edit",
     "POST /api/v1/conversations/{conversation_id}/messages/{index}/regenerate",
     "PUT /api/v1/conversations/{conversation_id}/messages/{index}/feedback")}
