@@ -11,7 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from core.chat import ChatService, Feedback, Run
-from server.deps import conversation_id, get_service
+from server.deps import conversation_id, get_service, shown_branch
 from server.errors import ApiProblem
 from server.schemas import INT64, MessageText, SendResult, problems, streams
 from server.sse import json_result, stream_response, wants_stream
@@ -73,18 +73,6 @@ class Tree(BaseModel):
     id: str
     roots: list[str]
     branches: list[TreeNode]
-
-
-def shown_branch(service: ChatService, cid: str, branch: str | None) -> str:
-    """The branch a request is about: the given one, or the conversation's most recent; 404 otherwise."""
-    item = service.conversation(cid)
-    if item is None:
-        raise ApiProblem(404, f"No conversation {cid!r}.")
-    if branch is None:
-        return item.latest_app_id
-    if branch not in service.branch_ids(cid):
-        raise ApiProblem(404, f"No branch {branch!r:.60} in conversation {cid!r}.")
-    return branch
 
 
 def answer(request: Request, run: Run) -> Any:

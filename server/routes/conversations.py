@@ -11,7 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from core.chat import ChatService, Run
-from server.deps import conversation_id, get_service
+from server.deps import conversation_id, get_service, shown_branch
 from server.errors import ApiProblem
 from server.schemas import (INT64, Conversation, ConversationPage, Fork, Messages, MessageText, SendResult, StepDetail,
                             Steps, problems, streams)
@@ -188,21 +188,10 @@ def _retried(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- steps and forks ------------------------------------------------------------------------------
-def _branch(service: ChatService, cid: str, branch: str | None) -> str:
-    item = service.conversation(cid)
-    if item is None:
-        raise ApiProblem(404, f"No conversation {cid!r}.")
-    if branch is None:
-        return item.latest_app_id
-    if branch not in service.branch_ids(cid):
-        raise ApiProblem(404, f"No branch {branch!r:.60} in conversation {cid!r}.")
-    return branch
-
-
 @router.get("/{conversation_id}/steps", response_model=Steps, responses=problems(404, 422))
 def list_steps(branch: str | None = None, offset: int = Query(0, ge=0, le=INT64), limit: int = Query(100, ge=1, le=500),
                cid: str = Depends(conversation_id), service: ChatService = Depends(get_service)):
-    app_id = _branch(service, cid, branch)
+    app_id = shown_branch(service, cid, branch)
     items = service.snapshots(cid, app_id, offset, limit)
     return jsonable_encoder({"branch": app_id, "total": service.snapshot_count(cid, app_id),
                              "items": [dataclasses.asdict(item) for item in items]})
@@ -211,7 +200,7 @@ def list_steps(branch: str | None = None, offset: int = Query(0, ge=0, le=INT64)
 @router.get("/{conversation_id}/steps/{sequence_id}", response_model=StepDetail, responses=problems(404, 422))
 def get_step(sequence_id: int = Path(..., ge=-INT64, le=INT64), branch: str | None = None, cid: str = Depends(conversation_id),
              service: ChatService = Depends(get_service)):
-    app_id = _branch(service, cid, branch)
+    app_id = shown_branch(service, cid, branch)
     view = service.snapshot(cid, app_id, sequence_id)
     if view is None:
         raise ApiProblem(404, f"No step {sequence_id} in branch {app_id!r}.")
@@ -223,7 +212,7 @@ def get_step(sequence_id: int = Path(..., ge=-INT64, le=INT64), branch: str | No
 @router.post("/{conversation_id}/forks", status_code=201, response_model=Fork,
              responses=problems(400, 404, 422))
 def fork(body: ForkRequest, cid: str = Depends(conversation_id), service: ChatService = Depends(get_service)):
-    app_id = _branch(service, cid, body.branch)
+    app_id = shown_branch(service, cid, body.branch)
     if service.snapshot(cid, app_id, body.sequence_id) is None:
         raise ApiProblem(404, f"No step {body.sequence_id} in branch {app_id!r}.")
     new_branch = service.fork(cid, app_id, body.sequence_id)
