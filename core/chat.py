@@ -364,6 +364,10 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
         self.runs.shutdown(timeout)
         self._persister.engine.dispose()
 
+    def pin(self, partition_key: str, pinned: bool) -> bool:
+        """Pins a conversation (listed first, kept by retention) or unpins it; False if there is none."""
+        return self._catalog.pin(valid_id(partition_key), pinned)
+
 
 def _unanswered(messages: list[dict[str, Any]], waiting: bool) -> tuple[int, ...]:
     """User messages with no reply after them; the last one counts unless a reply is being written."""

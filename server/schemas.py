@@ -55,6 +55,7 @@ class Conversation(BaseModel):
     branch: str | None
     activity: int | None
     replying: bool | None = None
+    pinned: bool = False  # listed first, never pruned by retention
 
 
 class ConversationPage(BaseModel):

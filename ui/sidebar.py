@@ -1,4 +1,6 @@
-"""The conversation sidebar shared by every page: new chat, search, the list, rename and delete.
+"""The conversation sidebar shared by every page: new chat, search, the list, pin, rename and delete.
+
+Pinned conversations come first in the list (the catalog orders them) and carry a pin mark.
 
 A conversation writing a reply right now (in this process or on another server) is marked in its
 row. While one is, a small fragment looks again every few seconds and redraws the page when that
@@ -21,8 +23,10 @@ STYLE = Path(__file__).with_name("style.css")
 PAGE_SIZE = 20
 REPLY_POLL = 2  # seconds between looks at which listed conversations are still replying
 REPLYING = ":material/hourglass_top: replying…"
+PINNED = ":material/push_pin:"  # the mark of a pinned row, before its title
 _SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
 _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
+_PIN = "sidebar_pin"  # (partition key, pinned) chosen in a row menu, done on the next run
 _CHOSEN = "sidebar_chosen"  # how many choices were made: set by a choice, the next run closes the sidebar
 _CLOSED = "sidebar_closed"  # the choice the sidebar was last closed for
 NARROW = "(max-width: 768px)"  # Streamlit's own breakpoint: below it the sidebar overlays the page
@@ -43,6 +47,8 @@ def render(service: ChatService, current_key: str | None) -> None:
             nav.open_new_chat(service)
         search = st.text_input("Search conversations", key="sidebar_search", placeholder="Title contains…",
                                on_change=_reset_paging)
+        if (pin := st.session_state.pop(_PIN, None)) is not None:
+            service.pin(*pin)
         shown = st.session_state.get(_SHOWN, PAGE_SIZE)
         items = service.conversations(search=search, limit=shown + 1)
         _caption(items, search)
@@ -94,22 +100,26 @@ def _caption(items: list[ConversationSummary], search: str) -> None:
 
 
 def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
-    """One conversation: a button to open it (marked while it replies), and a menu to rename or delete it."""
+    """One conversation: a button to open it (marked while it replies or pinned), and a menu to pin, rename
+    or delete it."""
     row = "conv_row_current" if is_current else f"conv_row_{item.partition_key}"
     when = f":small[:gray[{relative_time(item.updated_at)}]]"
     if replying:
         when += f" :small[:orange[{REPLYING}]]"
     with st.container(horizontal=True, key=row + ("_replying" if replying else ""), vertical_alignment="center",
                       gap="small"):
-        label = f"{escape_markdown(clip(item.title, 30))}  \n{when}"
+        label = f"{PINNED + ' ' if item.pinned else ''}{escape_markdown(clip(item.title, 30))}  \n{when}"
         st.button(label, key=f"open_{item.partition_key}", type="secondary" if is_current else "tertiary",
                   width="stretch", on_click=_chosen, args=(item.partition_key,),
                   help=f"{clip(item.title, 200)} · {item.message_count} messages"
                        + (" · writing a reply now" if replying else ""))
         # A keyed popover that tracks its state, so choosing Rename or Delete can close it behind the dialog.
         menu = f"conv_menu_{item.partition_key}"
-        with st.popover("", icon=":material/more_vert:", type="tertiary", help="Rename or delete", key=menu,
+        with st.popover("", icon=":material/more_vert:", type="tertiary", help="Pin, rename or delete", key=menu,
                         on_change="rerun"):
+            st.button("Unpin" if item.pinned else "Pin", key=f"pin_{item.partition_key}",
+                      icon=":material/keep_off:" if item.pinned else PINNED,
+                      on_click=_pin, args=(item.partition_key, not item.pinned, menu))
             st.button("Rename", key=f"rename_{item.partition_key}", icon=":material/edit:",
                       on_click=_ask, args=("rename", item.partition_key, item.title, menu))
             st.button("Delete", key=f"delete_{item.partition_key}", icon=":material/delete:",
@@ -127,6 +137,12 @@ def _show_more() -> None:
 def _ask(kind: str, partition_key: str, title: str, menu: str) -> None:
     """Opens the dialog, and closes the row menu it was chosen from (it stayed open behind the dialog)."""
     st.session_state[_DIALOG] = (kind, partition_key, title)
+    st.session_state[menu] = False
+
+
+def _pin(partition_key: str, pinned: bool, menu: str) -> None:
+    """Pins or unpins at once (nothing to confirm), and closes the row menu: the row moves."""
+    st.session_state[_PIN] = (partition_key, pinned)
     st.session_state[menu] = False
 
 

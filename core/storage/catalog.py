@@ -2,8 +2,8 @@
 
 `record_step` keeps a conversation's row current inside the persister's save transaction;
 `ConversationStore` lists, renames and deletes conversations and pages through their branches and
-snapshots. Listing reads only the catalog table (newest activity first, through its index), so the
-sidebar stays fast with any number of snapshots. Snapshot tables are paged; states load one at a time.
+snapshots. Listing reads only the catalog table (pinned first, then newest activity, through the
+(pinned, activity) index), so the sidebar stays fast with any number of snapshots. Snapshot tables are paged; states load one at a time.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, select, update
+from sqlalchemy import Boolean, Connection, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.errors import StorageError
@@ -35,6 +35,28 @@ class ConversationSummary:
     latest_app_id: str
     stored_bytes: int
     activity: int
+    pinned: bool = False
+
+    @property
+    def cursor(self) -> int:
+        """Where the listing goes on after this row: `ConversationStore.list(before_activity=cursor)`."""
+        return list_cursor(self.pinned, self.activity)
+
+
+# A page cursor is one integer, so every caller (and the API's `cursor=`) keeps its int: the row's place
+# in the listing's order, pinned rows above PIN_RANK. Below 2**53 it survives a JavaScript number; an
+# unpinned row's cursor is its activity, as before pins.
+PIN_RANK = 2 ** 52
+
+
+def list_cursor(pinned: bool, activity: int) -> int:
+    """The cursor after the row (pinned, activity): its rank in the listing's descending order."""
+    return activity + PIN_RANK if pinned else activity
+
+
+def _cursor_row(cursor: int) -> tuple[bool, int]:
+    """(pinned, activity) of the row a cursor came from."""
+    return (True, cursor - PIN_RANK) if cursor >= PIN_RANK else (False, cursor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +94,8 @@ def _like_pattern(text: str) -> str:
 
 
 _SUMMARY_COLUMNS = tuple(Conversation.__table__.c[name] for name in (
-    "partition_key", "title", "created_at", "updated_at", "message_count", "latest_app_id", "stored_bytes", "activity"))
+    "partition_key", "title", "created_at", "updated_at", "message_count", "latest_app_id", "stored_bytes", "activity",
+    "pinned"))
 _LISTS: dict[tuple[bool, bool], Any] = {}
 
 
@@ -80,11 +103,13 @@ def _list_statement(search: bool, cursor: bool) -> Any:
     """The catalog page query, built once per shape: the sidebar runs it on every rerun."""
     if (search, cursor) not in _LISTS:
         table = Conversation.__table__
-        query = select(*_SUMMARY_COLUMNS).order_by(table.c.activity.desc()).limit(bindparam("b_limit"))
+        query = (select(*_SUMMARY_COLUMNS).order_by(table.c.pinned.desc(), table.c.activity.desc())
+                 .limit(bindparam("b_limit")))
         if search:
             query = query.where(func.lower(table.c.title).like(bindparam("b_pattern"), escape="\\"))
-        if cursor:
-            query = query.where(table.c.activity < bindparam("b_before"))
+        if cursor:  # one row-value comparison: the (pinned, activity) index range after the cursor's row
+            query = query.where(tuple_(table.c.pinned, table.c.activity)
+                                < tuple_(bindparam("b_pinned", type_=Boolean), bindparam("b_before")))
         _LISTS[(search, cursor)] = query
     return _LISTS[(search, cursor)]
 
@@ -99,12 +124,12 @@ class ConversationStore:
 
     # ---- conversations ------------------------------------------------------------------------
     def list(self, search: str = "", limit: int = 50, before_activity: int | None = None) -> list[ConversationSummary]:
-        """Newest activity first; `before_activity` is the cursor for the next page."""
+        """Pinned first, then newest activity; `before_activity` is the last row's `cursor` (next page)."""
         params: dict[str, Any] = {"b_limit": limit}
         if search.strip():
             params["b_pattern"] = _like_pattern(search.strip())
         if before_activity is not None:
-            params["b_before"] = before_activity
+            params["b_pinned"], params["b_before"] = _cursor_row(before_activity)
         query = _list_statement("b_pattern" in params, "b_before" in params)
         return self.database.read(lambda conn: [self._summary(row) for row in conn.execute(query, params)])
 
@@ -131,6 +156,13 @@ class ConversationStore:
                 raise StorageError(f"No saved conversation {key!r} to rename.")
 
         self.database.write(work)
+
+    def pin(self, partition_key: str | None, pinned: bool) -> bool:
+        """Pins (lists first, never pruned) or unpins a conversation; False if there is none (deleted
+        meanwhile: nothing to do, not an error)."""
+        statement = (update(Conversation).where(Conversation.partition_key == storage_key(partition_key))
+                     .values(pinned=bool(pinned)))
+        return self.database.write(lambda conn: conn.execute(statement).rowcount > 0)
 
     def delete(self, partition_key: str | None) -> bool:
         """Removes the conversation, every branch and every snapshot of it; True if it existed."""
@@ -231,9 +263,9 @@ class ConversationStore:
     @staticmethod
     def _summary(row: Any) -> ConversationSummary:
         # Positional unpacking (in _SUMMARY_COLUMNS order): by-name Row access cost more than the query.
-        key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity = row
+        key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity, pinned = row
         return ConversationSummary(key, title or "Untitled conversation", _utc(created_at), _utc(updated_at),
-                                   message_count, latest_app_id, stored_bytes, activity)
+                                   message_count, latest_app_id, stored_bytes, activity, bool(pinned))
 
     def _default_title(self, key: str) -> str | None:
         """The first user message of the newest branch, as `record_step` would title it."""

@@ -1,6 +1,6 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema 0005; migrations/ has how older databases reach it):
+How a snapshot is stored (schema 0006; migrations/ has how older databases reach it):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
@@ -8,14 +8,15 @@ How a snapshot is stored (schema 0005; migrations/ has how older databases reach
   `burrow_list_items` (an appended list only adds its new items, merged every 64 items into one row,
   stored as LZ4-compressed JSON since version 3).
   Loading any snapshot reads just that state's rows.
-- `burrow_conversations`: the catalog the sidebar lists, so listing never touches snapshots.
+- `burrow_conversations`: the catalog the sidebar lists (pinned first), so listing never touches snapshots.
 - `burrow_feedback`: a user's rating of a reply, keyed by the step that wrote the reply.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -39,8 +40,11 @@ class Conversation(Base):
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     latest_app_id: Mapped[str] = mapped_column(String(255))
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    pinned: Mapped[bool] = mapped_column(server_default=false())  # listed first, never pruned (no Python default:
+    # an INSERT ... SELECT of the step columns, rows.py, would send NULL for it)
 
-    __table_args__ = (Index("ix_burrow_conversations_activity", "activity"),)
+    __table_args__ = (Index("ix_burrow_conversations_activity", "activity"),
+                      Index("ix_burrow_conversations_pinned_activity", "pinned", "activity"))
 
 
 class App(Base):

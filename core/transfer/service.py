@@ -123,7 +123,7 @@ class TransferMixin:
                     count += 1
                     if progress:
                         progress(summary.partition_key)
-                cursor = page[-1].activity
+                cursor = page[-1].cursor  # pinned rows come first: the cursor knows which group
         return count
 
     def _known(self, partition_key: str) -> Any:

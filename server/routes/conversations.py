@@ -46,7 +46,7 @@ class ForkRequest(BaseModel):
 def summary(item: Any, replying: bool | None = None) -> dict[str, Any]:
     body = {"id": item.partition_key, "title": item.title, "created_at": item.created_at,
             "updated_at": item.updated_at, "message_count": item.message_count, "branch": item.latest_app_id,
-            "activity": item.activity}
+            "activity": item.activity, "pinned": item.pinned}
     if replying is not None:
         body["replying"] = replying
     return body
@@ -86,7 +86,7 @@ def list_conversations(q: str = "", limit: int = Query(50, ge=1, le=200), cursor
     items = service.conversations(q, limit, cursor)
     replying = service.replying([item.partition_key for item in items]) if items else set()
     return jsonable_encoder({"items": [summary(item, item.partition_key in replying) for item in items],
-                             "next_cursor": items[-1].activity if len(items) == limit else None})
+                             "next_cursor": items[-1].cursor if len(items) == limit else None})
 
 
 @router.get("/{conversation_id}", response_model=Conversation, responses=problems(404, 422))

@@ -112,3 +112,17 @@ def test_deleting_a_conversation_removes_its_burr_tracker_files(app, app_env):
     ok(app.sidebar.button(key=f"delete_{key}").click().run())
     ok(app.button(key="delete_confirm").click().run())
     assert not tracked[0].exists()
+
+
+def test_pin_puts_a_conversation_first_with_a_mark_and_unpin_takes_both_away(app, seed, service):
+    older, newer = seed("older talk"), seed("newer talk")
+    ok(app.run())
+    assert app.sidebar.button(key=f"pin_{older}").label == "Pin"
+    ok(app.sidebar.button(key=f"pin_{older}").click().run())
+    assert service.conversation(older).pinned
+    assert sidebar_titles(app) == [":material/push_pin: older talk", "newer talk"]  # first, with the pin mark
+    assert app.sidebar.button(key=f"pin_{older}").label == "Unpin"
+    ok(app.sidebar.button(key=f"pin_{older}").click().run())
+    assert not service.conversation(older).pinned
+    assert sidebar_titles(app) == ["newer talk", "older talk"]
+    assert ":material/push_pin:" not in _open_button(app, older).label
