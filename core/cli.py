@@ -1,8 +1,10 @@
-"""`burrow`: export and import conversations from a shell, with the same settings as the app.
+"""`burrow`: export, import and prune conversations from a shell, with the same settings as the app.
 
     burrow export CONVERSATION_ID [--format json|markdown|openai] [--branch APP_ID] [-o FILE]
     burrow export --all -o ARCHIVE.zip
     burrow import FILE            (prints the new conversation ids, one a line)
+    burrow prune [--dry-run]      (deletes conversations idle past BURROW_RETENTION_DAYS, not pinned ones;
+                                   prints each: id, last activity, title)
 
 Long work shows a progress bar on stderr when it is a terminal.
 
@@ -30,7 +32,7 @@ EXIT_INPUT, EXIT_USAGE, EXIT_STORAGE = 1, 2, 3
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="burrow", description="Export and import Burrow conversations. Reads the "
+    top = argparse.ArgumentParser(prog="burrow", description="Export, import and prune Burrow conversations. Reads the "
                                   "same settings as the app: the environment (BURROW_DATABASE_URL, ...), then "
                                   "./.streamlit/secrets.toml.")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
                                    description="Import Burrow JSON, a .zip of them, an OpenAI messages list or "
                                    "ChatGPT's conversations.json. A bad file imports nothing.")
     imported.add_argument("file", type=Path, help="the file to import")
+    pruned = commands.add_parser("prune", help="delete conversations idle longer than BURROW_RETENTION_DAYS",
+                                 description="Delete every conversation with no activity for BURROW_RETENTION_DAYS "
+                                 "days (with its tracker files), except pinned ones; print each one. The app and "
+                                 "the API server also do this on start and every hour.")
+    pruned.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     return top
 
 
@@ -77,9 +84,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from core.chat import ChatService
     from core.llm import OfflineModel
 
+    if args.command == "prune" and settings.retention_days is None:
+        raise SettingsError("BURROW_RETENTION_DAYS is not set: every conversation is kept, nothing to prune")
     service = ChatService.from_settings(settings, model=OfflineModel())
     try:
-        if args.command == "import":
+        if args.command == "prune":
+            _prune(service, args.dry_run)
+        elif args.command == "import":
             with _progress("Importing", None) as tick:
                 ids = service.import_file(args.file, progress=tick)
             for partition_key in ids:
@@ -107,6 +118,18 @@ def _progress(what: str, total: int | None) -> Iterator[Callable[[str], None]]:
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{what} conversations", total=total)
         yield lambda _item: bar.advance(task)
+
+
+def _prune(service, dry_run: bool) -> None:  # noqa: ANN001 - ChatService
+    """One line per conversation deleted (or that would be), then a count on stderr."""
+    from core.retention import prune
+
+    gone = prune(service, dry_run=dry_run)
+    for item in gone:
+        print(f"{item.partition_key}\t{item.updated_at.isoformat(timespec='seconds')}\t{item.title}")
+    verb = "would delete" if dry_run else "deleted"
+    print(f"burrow: {verb} {len(gone)} conversation{'' if len(gone) == 1 else 's'} idle for more than "
+          f"{service.settings.retention_days:g} days", file=sys.stderr)
 
 
 def _export(service, args: argparse.Namespace, out) -> None:  # noqa: ANN001 - ChatService, a text stream

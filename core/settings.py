@@ -52,6 +52,7 @@ class Settings:
     api_host: str = "127.0.0.1"  # where `python -m server` (the HTTP API, server/) listens
     api_port: int = 8000
     burr_ui_url: str = "http://localhost:7241"  # where `burr` (Burr's tracking UI) is reached; History links to it
+    retention_days: float | None = None  # conversations idle longer are deleted (core/retention.py); None: kept
 
     @property
     def offline(self) -> bool:
@@ -109,6 +110,19 @@ def _positive_float(name: str, value: str) -> float:
     if not 0 < number <= 3600:
         raise SettingsError(f"{name} must be between 0 and 3600 seconds, got {value!r}")
     return number
+
+
+def _retention_days(name: str, value: str) -> float | None:
+    """Unset or empty keeps conversations forever; otherwise a positive number of days (fractions allowed)."""
+    if not str(value).strip():
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of days (or unset to keep everything), got {value!r}") from None
+    if not 0 < days <= 1_000_000:
+        raise SettingsError(f"{name} must be a positive number of days, up to 1000000, got {value!r}")
+    return days
 
 
 def _int_in(low: int, high: int):
@@ -198,4 +212,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_API_HOST": ("api_host", _text),
     "BURROW_API_PORT": ("api_port", _int_in(1, 65535)),
     "BURROW_BURR_UI_URL": ("burr_ui_url", _web_url),
+    "BURROW_RETENTION_DAYS": ("retention_days", _retention_days),
 }
