@@ -20,42 +20,26 @@ from typing import Any
 from burr.core import Application
 
 from core.actions import REFUSED, STOPPED
+from core.branching import BranchingMixin
 from core.app import TURN, build_application
 from core.errors import BusyError, InputError, LLMError, StorageError
 from core.history import StateDiff, diff_states, next_action
 from core.llm import ChatModel, build_model
 from core.logs import Redactor, secrets_of
+from core.relay import RelayedRun, Relay
 from core.runs import EventKind, Run, RunManager
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
 from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
                           Lineage, SnapshotSummary, SQLAlchemyPersister)
-from core.text import is_valid_conversation_id, plain_text
+from core.text import clean_message, valid_id
 from core.tracker_files import delete_tracker_runs
 from core.transfer import TransferMixin
-from core.tree import ConversationTree, OutlineEntry, Versions, outline
+from core.tree import ConversationTree, OutlineEntry, Versions
 from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
 
 log = logging.getLogger(__name__)
-
-
-def clean_message(text: str | None, max_chars: int) -> str:
-    """Validates a user message: not blank, within the limit, no control characters or broken Unicode."""
-    text = plain_text(text or "").strip()
-    if not text:
-        raise InputError("Type a message first: empty messages are not sent.")
-    if len(text) > max_chars:
-        raise InputError(f"Your message has {len(text):,} characters; the limit is {max_chars:,}. Shorten it and send again.")
-    return text
-
-
-def valid_id(partition_key: str) -> str:
-    """The same ids work on every database: a NUL, a lone surrogate or 300 characters would not."""
-    if not is_valid_conversation_id(partition_key):
-        raise InputError(f"{partition_key!r:.60} is not a valid conversation id: use letters, digits and "
-                         "- _ . : only, at most 128 characters.")
-    return partition_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +72,7 @@ class SnapshotView:
     next_action: str | None
 
 
-class ChatService(TransferMixin):  # export and import: core/transfer/service.py
+class ChatService(BranchingMixin, TransferMixin):  # trees: core/branching.py; export and import: core/transfer/
     """Owns the persister, the model, the policy and the runs; created once per process."""
 
     def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
@@ -100,6 +84,7 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
         self._feedback = FeedbackStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
+        self.relay = Relay.start_for(settings.database_url, self.runs.get)  # PostgreSQL only
         self._closed = threading.Event()
         self._redact = Redactor(secrets_of(settings))  # for error texts Burr's tracker records
 
@@ -139,30 +124,25 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
         """Re-runs the step that failed (or finishes a turn a fork started midway)."""
         return self._start(valid_id(partition_key), app_id, None, None)
 
-    def edit(self, partition_key: str, app_id: str, index: int, text: str) -> Run:
-        """Sends a new version of user message `index` on a new branch forked just before it; the old
-        branch stays as it was. The run's `app_id` is the new branch."""
-        prompt = clean_message(text, self.settings.max_message_chars)
-        self._message(valid_id(partition_key), app_id, index, "user")
-        return self._start(partition_key, str(uuid.uuid4()), prompt, None, self._step_with(partition_key, app_id, index))
-
-    def regenerate(self, partition_key: str, app_id: str, index: int) -> Run:
-        """Asks the model again for reply `index`, on a new branch forked just before that reply."""
-        self._message(valid_id(partition_key), app_id, index, "assistant")
-        base = self._step_with(partition_key, app_id, index)
-        if base is None:
-            raise InputError("This reply has no saved step before it to start again from.")
-        return self._start(partition_key, str(uuid.uuid4()), None, None, base)
-
     def _start(self, partition_key: str, app_id: str | None, prompt: str | None, expected: int | None,
                fork_from: tuple[str, int] | None = None) -> Run:
         run = Run(partition_key, app_id)
+        if self.relay is not None:
+            run.listeners.append(self.relay.publish)
         run.publish(EventKind.STARTED, partition_key=partition_key, app_id=app_id)
         return self.runs.start(run, lambda r: Turn(self, r, prompt, expected, fork_from)())
 
     def run(self, run_id: str) -> Run | None:
         """A run of this process by id (running, or finished recently), to attach to."""
         return self.runs.get(run_id)
+
+    def attach(self, run_id: str) -> Run | RelayedRun | None:
+        """A run to follow, of this process or, on PostgreSQL, of another one (replayed from its first
+        event, then live); None when no process has it (this asks the others, which takes a moment)."""
+        found = self.runs.get(run_id)
+        if found is None and self.relay is not None:
+            return self.relay.follow(run_id)
+        return found
 
     def active_runs(self, partition_key: str, app_id: str | None = None) -> list[Run]:
         """The runs of this process on this conversation (on this branch, when given), oldest first:
@@ -177,7 +157,12 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
     def stop(self, run_id: str) -> bool:
         """Stops a run (what arrived is kept, marked stopped); False for an unknown or finished run."""
         run = self.runs.get(run_id)
-        if run is None or run.done:
+        if run is None:  # another process's run, followed through the relay: ask its writer to stop
+            followed = self.relay.followed(run_id) if self.relay is not None else None
+            if followed is None or followed.done or not followed.partition_key:
+                return False
+            return self.stop_elsewhere(followed.partition_key, followed.app_id)
+        if run.done:
             return False
         run.stop()
         return True
@@ -235,67 +220,10 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
                                 _unanswered(messages, waiting=live), run, elsewhere, failure_facts,
                                 tree.all_versions(branch), self._feedback_on(partition_key, branch, tree))
 
-    # ---- the conversation as a tree: versions and feedback -------------------------------------
-    def tree(self, partition_key: str) -> ConversationTree:
-        """Every branch with where it forked: which branch shows which version of each message."""
-        return ConversationTree(self._lineage.branches(valid_id(partition_key)))
-
-    def tree_outline(self, partition_key: str) -> list[OutlineEntry]:
-        """The branches in tree order, each with the message where it diverges from its parent."""
-        tree = self.tree(partition_key)
-        first_own: dict[str, dict | None] = {}
-        for shape in tree.shapes:
-            data = self._persister.load(partition_key, shape.app_id) if shape.length > shape.inherited else None
-            history = data["state"].get("chat_history", []) if data else []
-            first_own[shape.app_id] = history[shape.inherited] if len(history) > shape.inherited else None
-        return outline(tree, first_own)
-
-    def set_feedback(self, partition_key: str, app_id: str, index: int, thumbs_up: bool | None,
-                     comment: str | None = None, tags: tuple[str, ...] = ()) -> Feedback:
-        """Rates reply `index` of a branch (thumbs None and no comment clears the rating). The rating
-        belongs to the step that wrote the reply, so every branch sharing the reply shows it."""
-        self._message(valid_id(partition_key), app_id, index, "assistant")
-        owner = self.tree(partition_key).owner(app_id, index) or app_id
-        step = next((s.sequence_id for s in self._lineage.steps(partition_key, owner) if s.messages > index), None)
-        if step is None:
-            raise InputError("This reply has no saved step to attach a rating to.")
-        return self._feedback.set(partition_key, owner, step, index, thumbs_up=thumbs_up, comment=comment, tags=tags)
-
-    def feedback_of_conversation(self, partition_key: str) -> list[Feedback]:
-        """Every rating in a conversation, for History and exports."""
-        return self._feedback.of_conversation(valid_id(partition_key))
-
-    def _feedback_on(self, partition_key: str, app_id: str, tree: ConversationTree) -> dict[int, Feedback]:
-        return {f.message_index: f for f in self._feedback.of_conversation(partition_key)
-                if tree.owner(app_id, f.message_index) == f.app_id}
-
-    def _message(self, partition_key: str, app_id: str, index: int, role: str) -> dict[str, Any]:
-        """Message `index` of a branch, which must have `role`; InputError naming what is wrong otherwise."""
-        data = self._persister.load(partition_key, app_id) if app_id else None
-        if data is None or data["app_id"] != app_id:
-            raise InputError(f"Branch {app_id!r:.60} of this conversation does not exist.")
-        history = data["state"].get("chat_history", [])
-        if not isinstance(index, int) or not 0 <= index < len(history) or history[index].get("role") != role:
-            kind = "reply" if role == "assistant" else "message of yours"
-            raise InputError(f"Message {index} of this branch is not a {kind}.")
-        return history[index]
-
-    def _step_with(self, partition_key: str, app_id: str, messages: int) -> tuple[str, int] | None:
-        """The last saved step holding exactly `messages` messages in this branch's line (the branch,
-        or the one it forked from where those messages came from), or None (before the first message)."""
-        tree = self.tree(partition_key)
-        shape = tree.get(app_id)
-        while shape is not None:
-            if messages >= shape.inherited or shape.parent is None:
-                steps = [s for s in self._lineage.steps(partition_key, shape.app_id) if s.messages == messages]
-                return (shape.app_id, steps[-1].sequence_id) if steps else None
-            shape = tree.get(shape.parent)
-        return None
-
     # ---- the catalog ---------------------------------------------------------------------------
     def conversations(self, search: str = "", limit: int = 50,
                       before_activity: int | None = None) -> list[ConversationSummary]:
-        """Newest activity first; `before_activity` (the last item's `activity`) is the next page's cursor."""
+        """Pinned first, then newest activity; `before_activity` (the last item's `cursor`) is the next page's cursor."""
         return self._catalog.list(search, limit, before_activity)
 
     def count_conversations(self, search: str = "") -> int:
@@ -362,6 +290,8 @@ class ChatService(TransferMixin):  # export and import: core/transfer/service.py
             return
         self._closed.set()
         self.runs.shutdown(timeout)
+        if self.relay is not None:
+            self.relay.close()
         self._persister.engine.dispose()
 
     def pin(self, partition_key: str, pinned: bool) -> bool:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from core.errors import StorageError
 from core.runs import EventKind, Run, RunEvent
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Relay:
         self._publisher = psycopg.connect(conninfo, autocommit=True)
         self._publish_lock = threading.Lock()
         self._followed: dict[str, RelayedRun] = {}
+        self._watched: set[str] = set()  # runs of this process another process follows: only those are sent
         self._lock = threading.Lock()
         self._lookup: Callable[[str], Run | None] = lambda run_id: None
         self._stop = threading.Event()
@@ -133,25 +135,54 @@ class Relay:
             return None
         return cls(url.set(drivername="postgresql").render_as_string(hide_password=False))
 
+    @classmethod
+    def start_for(cls, database_url: str, lookup: Callable[[str], Run | None]) -> "Relay | None":
+        """The relay of a service: None off PostgreSQL, or (logged) when it cannot connect now: runs
+        are then followed within this process only, as on SQLite."""
+        try:
+            relay = cls.for_url(database_url)
+        except Exception:  # the database is down at start: the service must still start and say so itself
+            log.warning("The run relay could not connect; runs are followed within this process only",
+                        exc_info=True)
+            return None
+        if relay is not None:
+            relay.serve(lookup)
+        return relay
+
     def serve(self, lookup: Callable[[str], Run | None]) -> None:
         """How this process finds its own runs, to answer other processes' replay requests."""
         self._lookup = lookup
 
     def publish(self, run: Run, event: RunEvent) -> None:
-        """Sends one event of a run of this process (call it after `run.publish`, in order)."""
-        self._notify(CHANNEL, payload(run, event))
+        """Sends one event of a run of this process (a listener of the run, so in order), when another
+        process follows that run: nobody pays a NOTIFY per piece of a reply no one else watches."""
+        if run.id in self._watched:
+            self._notify(CHANNEL, payload(run, event))
+            if event.kind is EventKind.DONE:
+                self._watched.discard(run.id)
 
     def follow(self, run_id: str, within: float = 2.0) -> RelayedRun | None:
         """Another process's run, replayed from its first event and then live; None when no process
         answers for it within `within` seconds (unknown, or finished and forgotten everywhere)."""
         with self._lock:
             relayed = self._followed.setdefault(run_id, RelayedRun(run_id))
-        self._notify(REPLAY, json.dumps({"r": run_id}))
+        try:
+            self._notify(REPLAY, json.dumps({"r": run_id}))
+        except self._psycopg.Error as exc:
+            with self._lock:
+                self._followed.pop(run_id, None)
+            raise StorageError("Could not ask the other servers about this run: the database is not "
+                               "available. Try again in a moment.") from exc
         if relayed.wait_started(within):
             return relayed
         with self._lock:
             self._followed.pop(run_id, None)
         return None
+
+    def followed(self, run_id: str) -> RelayedRun | None:
+        """A run this process already follows (None otherwise; `follow` starts following)."""
+        with self._lock:
+            return self._followed.get(run_id)
 
     def close(self) -> None:
         self._stop.set()
@@ -161,7 +192,15 @@ class Relay:
 
     # ---- inside -------------------------------------------------------------------------------------
     def _notify(self, channel: str, text: str) -> None:
+        """Sends one notification; a connection lost since the last one (a database restart) is made
+        again once, so the relay outlives an outage."""
         with self._publish_lock:
+            try:
+                self._publisher.execute("SELECT pg_notify(%s, %s)", (channel, text))
+                return
+            except self._psycopg.OperationalError:
+                self._publisher.close()
+            self._publisher = self._psycopg.connect(self._conninfo, autocommit=True)
             self._publisher.execute("SELECT pg_notify(%s, %s)", (channel, text))
 
     def _listen(self) -> None:
@@ -197,8 +236,9 @@ class Relay:
         run = self._lookup(run_id)
         if run is None:
             return
+        self._watched.add(run_id)  # first, so no event falls between the replay and the live ones
         for event in run.events(heartbeat=0):
             if event is None:
-                return  # all there is so far; the rest is published live
-            self.publish(run, event)
+                return  # all there is so far; the rest is published live (the follower drops repeats)
+            self._notify(CHANNEL, payload(run, event))
 

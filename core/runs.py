@@ -62,6 +62,7 @@ class Run:
         self._events: list[RunEvent] = []
         self._text: list[str] = []
         self._cond = threading.Condition()
+        self.listeners: list[Callable[["Run", RunEvent], None]] = []  # told of each event, in order
 
     # ---- the worker's side -----------------------------------------------------------------------
     def publish(self, kind: EventKind, /, **data: Any) -> None:
@@ -70,8 +71,14 @@ class Run:
                 return  # nothing follows the end
             if kind is EventKind.DELTA:
                 self._text.append(data["text"])
-            self._events.append(RunEvent(len(self._events), kind, data))
+            event = RunEvent(len(self._events), kind, data)
+            self._events.append(event)
             self._cond.notify_all()
+        for listener in self.listeners:  # outside the lock: a listener may be slow (core/relay.py)
+            try:
+                listener(self, event)
+            except Exception:  # a listener's trouble must never end the run
+                log.warning("A listener of run %s failed", self.id, exc_info=True)
 
     def finish(self, outcome: str) -> None:
         self.outcome = outcome

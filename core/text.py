@@ -1,5 +1,5 @@
-"""Text rules in one place: what every stored text is cleaned of, titles, ids in links, and links
-instead of images.
+"""Text rules in one place: what every stored text is cleaned of, what a message may be, titles, ids in
+links, line breaks kept in Markdown, and links instead of images.
 
 Message text is untrusted (users paste anything; models repeat anything). Three kinds of
 characters are removed before anything is stored or shown:
@@ -15,6 +15,8 @@ Tab, newline and carriage return are kept in messages (line breaks are part of a
 from __future__ import annotations
 
 import re
+
+from core.errors import InputError
 
 TITLE_CHARS = 80  # one limit for titles taken from a first message and for titles a user types
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
@@ -69,3 +71,21 @@ def with_line_breaks(text: str) -> str:
                   and not _FENCE.match(line) and not _FENCE.match(following) and not line.endswith("  "))
         out.append(line + "  " if breaks else line)
     return "\n".join(out)
+
+
+def clean_message(text: str | None, max_chars: int) -> str:
+    """Validates a user message: not blank, within the limit, no control characters or broken Unicode."""
+    text = plain_text(text or "").strip()
+    if not text:
+        raise InputError("Type a message first: empty messages are not sent.")
+    if len(text) > max_chars:
+        raise InputError(f"Your message has {len(text):,} characters; the limit is {max_chars:,}. Shorten it and send again.")
+    return text
+
+
+def valid_id(partition_key: str) -> str:
+    """The same ids work on every database: a NUL, a lone surrogate or 300 characters would not."""
+    if not is_valid_conversation_id(partition_key):
+        raise InputError(f"{partition_key!r:.60} is not a valid conversation id: use letters, digits and "
+                         "- _ . : only, at most 128 characters.")
+    return partition_key

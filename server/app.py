@@ -11,10 +11,11 @@ from fastapi import FastAPI
 
 from core import tracing
 from core.chat import ChatService
+from core.retention import start_pruning
 from core.logs import configure_logging
 from core.settings import Settings
 from server import errors
-from server.routes import branches, conversations, health, openai, runs, transfer
+from server.routes import branches, conversations, health, openai, retention, runs, transfer
 
 log = logging.getLogger(__name__)
 KEEPALIVE = 15.0  # seconds of silence before an SSE stream sends a `: keep-alive` comment
@@ -32,9 +33,11 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
         configure_logging(loaded)
         service = ChatService.from_settings(loaded)
         app.state.service = service
+        stop_pruning = start_pruning(service)  # BURROW_RETENTION_DAYS; nothing when it is unset
         try:
             yield
         finally:
+            stop_pruning()
             service.close()
             if provider is not None and tracer_provider is None:
                 provider.shutdown()  # sends the spans still queued
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.include_router(runs.router)
     app.include_router(branches.router)
     app.include_router(transfer.router)
+    app.include_router(retention.router)
     app.include_router(openai.router)
     return app
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from streamlit.errors import StreamlitSecretNotFoundError
 from core.chat import ChatService
 from core.errors import StorageError
 from core.logs import configure_logging
+from core.retention import start_pruning
 from core.settings import Settings, SettingsError, read_secrets_file
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,11 @@ def secrets_mapping() -> dict[str, Any]:
         return {}
 
 
+_PRUNERS: dict[int, Callable[[], None]] = {}  # id(service) -> stops its retention pruning
+
+
 def _release(service: ChatService) -> None:
+    _PRUNERS.pop(id(service), lambda: None)()
     atexit.unregister(service.close)
     service.close()
 
@@ -48,6 +54,7 @@ def _service(settings: Settings) -> ChatService:
     configure_logging(settings)  # once per process (per settings): before anything below can log
     service = ChatService.from_settings(settings)
     atexit.register(service.close)
+    _PRUNERS[id(service)] = start_pruning(service)  # BURROW_RETENTION_DAYS; nothing when it is unset
     return service
 
 

@@ -14,9 +14,9 @@ router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 
 def _run(service: ChatService, run_id: str):
-    run = service.run(run_id)
+    run = service.attach(run_id)
     if run is None:
-        raise ApiProblem(404, f"No run {run_id!r:.60} in this server (unknown, or finished long ago).")
+        raise ApiProblem(404, f"No run {run_id!r:.60} (unknown, or finished long ago).")
     return run
 
 
