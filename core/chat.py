@@ -84,7 +84,8 @@ class ChatService(BranchingMixin, TransferMixin):  # trees: core/branching.py; e
         self._feedback = FeedbackStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
-        self.relay = Relay.start_for(settings.database_url, self.runs.get)  # PostgreSQL only
+        # BURROW_RELAY on PostgreSQL: runs followed across server processes; else within this one
+        self.relay = Relay.start_for(settings.database_url, self.runs.get) if settings.relay else None
         self._closed = threading.Event()
         self._redact = Redactor(secrets_of(settings))  # for error texts Burr's tracker records
 

@@ -45,6 +45,7 @@ class Settings:
     tracker_dir: str | None = None
     blocked_words: tuple[str, ...] = ("unsafe",)
     use_moderation: bool = False
+    relay: bool = False  # PostgreSQL: follow runs of other server processes over LISTEN/NOTIFY (core/relay.py)
     max_message_chars: int = 20_000
     list_cache_mb: int = 64  # decoded chat histories kept per process (core/listcache.py); 0 turns it off
     log_level: str = "WARNING"  # of Burrow's own loggers (core/logs.py); one of LOG_LEVELS
@@ -205,6 +206,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_TRACKER_DIR": ("tracker_dir", _optional),
     "BURROW_BLOCKED_WORDS": ("blocked_words", _words),
     "BURROW_USE_MODERATION": ("use_moderation", _bool),
+    "BURROW_RELAY": ("relay", _bool),
     "BURROW_MAX_MESSAGE_CHARS": ("max_message_chars", _int_in(1, 1_000_000)),
     "BURROW_LIST_CACHE_MB": ("list_cache_mb", _int_in(0, 1_000_000)),
     "BURROW_LOG_LEVEL": ("log_level", _log_level),

@@ -26,7 +26,7 @@ def first_events(http: httpx.Client, cid: str, count: int) -> list[dict]:
 
 def test_a_reply_started_on_one_server_streams_whole_through_the_other(start_api, pg_url, llm_server):
     llm_server.reply, llm_server.chunk_delay = REPLY, 0.05
-    one, two = start_api(database_url=pg_url), start_api(database_url=pg_url)
+    one, two = start_api(database_url=pg_url, BURROW_RELAY="true"), start_api(database_url=pg_url, BURROW_RELAY="true")
     with httpx.Client(base_url=one.url, timeout=10) as a, httpx.Client(base_url=two.url, timeout=10) as b:
         cid = a.post(BASE).json()["id"]
         seen = first_events(a, cid, 5)
@@ -42,7 +42,7 @@ def test_a_reply_started_on_one_server_streams_whole_through_the_other(start_api
 
 def test_stop_through_the_other_server_stops_the_reply(start_api, pg_url, llm_server):
     llm_server.reply, llm_server.chunk_delay = REPLY * 3, 0.05  # ~6 s
-    one, two = start_api(database_url=pg_url), start_api(database_url=pg_url)
+    one, two = start_api(database_url=pg_url, BURROW_RELAY="true"), start_api(database_url=pg_url, BURROW_RELAY="true")
     with httpx.Client(base_url=one.url, timeout=15) as a, httpx.Client(base_url=two.url, timeout=15) as b:
         cid = a.post(BASE).json()["id"]
         run_id = first_events(a, cid, 3)[0]["data"]["run_id"]
@@ -54,6 +54,6 @@ def test_stop_through_the_other_server_stops_the_reply(start_api, pg_url, llm_se
 
 
 def test_an_unknown_run_is_still_a_404(start_api, pg_url):
-    server = start_api(database_url=pg_url)
+    server = start_api(database_url=pg_url, BURROW_RELAY="true")
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get("/api/v1/runs/no-such-run/events").status_code == 404

@@ -258,5 +258,5 @@ def test_listing_the_catalog_reads_only_its_index(db_url):
         explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
         plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(explain + query, params))
     persister.engine.dispose()
-    assert "ix_burrow_conversations_activity" in plan and "snapshot" not in plan.lower(), plan
+    assert "ix_burrow_conversations_pinned_activity" in plan and "snapshot" not in plan.lower(), plan  # pins first
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan  # rows come in index order, no sorting
