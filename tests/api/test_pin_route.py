@@ -1,7 +1,5 @@
 """PUT /api/v1/conversations/{id}/pin (server/routes/retention.py) on real uvicorn, SQLite and PostgreSQL;
-`pinned` in the conversation JSON and the list's cursor across pinned rows.
-
-The router is registered here on top of create_app() until server/app.py includes it."""
+`pinned` in the conversation JSON and the list's cursor across pinned rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,7 +10,6 @@ from burr.core import State
 
 from core.storage import SQLAlchemyPersister
 from server.app import create_app
-from server.routes import retention
 from tests.api.conftest import ApiServer
 from tests.api.test_schema import fuzz
 from tests.faults.conftest import service_settings
@@ -24,8 +21,6 @@ PIN = "PUT /api/v1/conversations/{conversation_id}/pin"
 @pytest.fixture
 def api(db_url, llm_server) -> Iterator[ApiServer]:
     app = create_app(service_settings(db_url, llm_server.base_url))
-    if not any(getattr(route, "path", "") == "/api/v1/conversations/{conversation_id}/pin" for route in app.routes):
-        app.include_router(retention.router)
     server = ApiServer(app, free_port()).start()
     yield server
     server.stop()

@@ -266,10 +266,11 @@ def test_a_branch_forked_from_inside_a_turn_is_not_taken_for_a_busy_writer(make_
 
 def test_a_tab_that_waits_too_long_for_the_other_is_told_and_stores_nothing(make_service, llm_server):
     """Same server: the second tab waits for the first tab's turn at most 2 x the model timeout."""
-    service = make_service(BURROW_REQUEST_TIMEOUT="0.3")  # the queue gives up after 0.6 s ...
-    service.writers.ttl = 0.25  # ... when leases are this short (the wait is at least two lease lifetimes)
+    service = make_service(BURROW_REQUEST_TIMEOUT="1")  # the queue gives up after 2 s ...
+    service.writers.ttl = 0.5  # ... when leases are this short (the wait is at least two lease lifetimes)
     pk = service.new_conversation_id()
-    llm_server.reply, llm_server.chunk_delay = LONG, 0.1  # 3 s of streaming, each chunk within the timeout
+    # 6 s of streaming; each chunk comes 5x within the timeout, so a busy machine does not time tab one out
+    llm_server.reply, llm_server.chunk_delay = LONG, 0.2
     first, streaming = service.send(pk, "long one"), threading.Event()
 
     def tab_one() -> str:
