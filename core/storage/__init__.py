@@ -12,17 +12,21 @@ Modules, one owner each:
 - listcache.py: list items this process has already read
 - leases.py: which writer runs a turn on a branch right now (the leases table)
 - feedback.py: ratings of replies (the feedback table)
+- accounts.py: users who signed in and their API tokens (hashes only)
 - lineage.py: where branches forked and how many messages each step holds (read from manifests)
 - schema.py: the current tables; migrations/: Alembic revisions from every released schema to it
 
 Code outside this package imports only the names below (tests/test_layers.py checks it).
 """
+from core.storage.accounts import AccountStore, TokenInfo, UserRecord
 from core.storage.async_persister import AsyncSQLAlchemyPersister
 from core.storage.catalog import BranchSummary, ConversationStore, ConversationSummary, SnapshotSummary
 from core.storage.feedback import Feedback, FeedbackStore
 from core.storage.leases import LeaseStore
 from core.storage.lineage import BranchShape, Lineage, StepLength
 from core.storage.persister import SQLAlchemyPersister
+from core.storage.schema import LOCAL_OWNER
 
-__all__ = ["AsyncSQLAlchemyPersister", "BranchShape", "BranchSummary", "ConversationStore", "ConversationSummary",
-           "Feedback", "FeedbackStore", "LeaseStore", "Lineage", "SQLAlchemyPersister", "SnapshotSummary", "StepLength"]
+__all__ = ["LOCAL_OWNER", "AccountStore", "AsyncSQLAlchemyPersister", "BranchShape", "BranchSummary", "ConversationStore", "ConversationSummary",
+           "Feedback", "FeedbackStore", "LeaseStore", "Lineage", "SQLAlchemyPersister", "SnapshotSummary", "StepLength", "TokenInfo",
+           "UserRecord"]

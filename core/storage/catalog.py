@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from core.errors import StorageError
 from core.storage.feedback import forget_feedback
 from core.storage.leases import forget_conversation
-from core.storage.schema import TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.storage.schema import LOCAL_OWNER, TABLES, App, Conversation, ListItem, Snapshot, StateValue
 from core.text import plain_text, title_text
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class ConversationSummary:
     stored_bytes: int
     activity: int
     pinned: bool = False
+    owner: str = LOCAL_OWNER  # the subject of the user it belongs to (core/users.py)
 
     @property
     def cursor(self) -> int:
@@ -95,23 +96,26 @@ def _like_pattern(text: str) -> str:
 
 _SUMMARY_COLUMNS = tuple(Conversation.__table__.c[name] for name in (
     "partition_key", "title", "created_at", "updated_at", "message_count", "latest_app_id", "stored_bytes", "activity",
-    "pinned"))
-_LISTS: dict[tuple[bool, bool], Any] = {}
+    "pinned", "owner"))
+_LISTS: dict[tuple[bool, bool, bool], Any] = {}
 
 
-def _list_statement(search: bool, cursor: bool) -> Any:
-    """The catalog page query, built once per shape: the sidebar runs it on every rerun."""
-    if (search, cursor) not in _LISTS:
+def _list_statement(search: bool, cursor: bool, owned: bool) -> Any:
+    """The catalog page query, built once per shape: the sidebar runs it on every rerun. With an owner
+    it reads the (owner, pinned, activity) index; without one (an admin's view) the (pinned, activity) one."""
+    if (search, cursor, owned) not in _LISTS:
         table = Conversation.__table__
         query = (select(*_SUMMARY_COLUMNS).order_by(table.c.pinned.desc(), table.c.activity.desc())
                  .limit(bindparam("b_limit")))
+        if owned:
+            query = query.where(table.c.owner == bindparam("b_owner"))
         if search:
             query = query.where(func.lower(table.c.title).like(bindparam("b_pattern"), escape="\\"))
         if cursor:  # one row-value comparison: the (pinned, activity) index range after the cursor's row
             query = query.where(tuple_(table.c.pinned, table.c.activity)
                                 < tuple_(bindparam("b_pinned", type_=Boolean), bindparam("b_before")))
-        _LISTS[(search, cursor)] = query
-    return _LISTS[(search, cursor)]
+        _LISTS[(search, cursor, owned)] = query
+    return _LISTS[(search, cursor, owned)]
 
 
 class ConversationStore:
@@ -123,18 +127,24 @@ class ConversationStore:
         self.engine = persister.engine
 
     # ---- conversations ------------------------------------------------------------------------
-    def list(self, search: str = "", limit: int = 50, before_activity: int | None = None) -> list[ConversationSummary]:
-        """Pinned first, then newest activity; `before_activity` is the last row's `cursor` (next page)."""
+    def list(self, search: str = "", limit: int = 50, before_activity: int | None = None,
+             owner: str | None = None) -> list[ConversationSummary]:
+        """Pinned first, then newest activity; `before_activity` is the last row's `cursor` (next page).
+        `owner` keeps one user's conversations; None lists everyone's."""
         params: dict[str, Any] = {"b_limit": limit}
+        if owner is not None:
+            params["b_owner"] = owner
         if search.strip():
             params["b_pattern"] = _like_pattern(search.strip())
         if before_activity is not None:
             params["b_pinned"], params["b_before"] = _cursor_row(before_activity)
-        query = _list_statement("b_pattern" in params, "b_before" in params)
+        query = _list_statement("b_pattern" in params, "b_before" in params, "b_owner" in params)
         return self.database.read(lambda conn: [self._summary(row) for row in conn.execute(query, params)])
 
-    def count(self, search: str = "") -> int:
+    def count(self, search: str = "", owner: str | None = None) -> int:
         query = select(func.count()).select_from(Conversation)
+        if owner is not None:
+            query = query.where(Conversation.owner == owner)
         if search.strip():
             query = query.where(func.lower(Conversation.title).like(_like_pattern(search.strip()), escape="\\"))
         return self.database.read(lambda conn: conn.execute(query).scalar_one())
@@ -163,6 +173,13 @@ class ConversationStore:
         statement = (update(Conversation).where(Conversation.partition_key == storage_key(partition_key))
                      .values(pinned=bool(pinned)))
         return self.database.write(lambda conn: conn.execute(statement).rowcount > 0)
+
+    def hand_over(self, from_owner: str, to_owner: str, partition_key: str | None = None) -> int:
+        """Gives `from_owner`'s conversations (or just one of them) to `to_owner`; how many moved."""
+        statement = update(Conversation).where(Conversation.owner == from_owner)
+        if partition_key is not None:
+            statement = statement.where(Conversation.partition_key == storage_key(partition_key))
+        return self.database.write(lambda conn: conn.execute(statement.values(owner=to_owner)).rowcount)
 
     def delete(self, partition_key: str | None) -> bool:
         """Removes the conversation, every branch and every snapshot of it; True if it existed."""
@@ -263,9 +280,9 @@ class ConversationStore:
     @staticmethod
     def _summary(row: Any) -> ConversationSummary:
         # Positional unpacking (in _SUMMARY_COLUMNS order): by-name Row access cost more than the query.
-        key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity, pinned = row
+        key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity, pinned, owner = row
         return ConversationSummary(key, title or "Untitled conversation", _utc(created_at), _utc(updated_at),
-                                   message_count, latest_app_id, stored_bytes, activity, bool(pinned))
+                                   message_count, latest_app_id, stored_bytes, activity, bool(pinned), owner)
 
     def _default_title(self, key: str) -> str | None:
         """The first user message of the newest branch, as `record_step` would title it."""
@@ -294,22 +311,23 @@ def catalog_facts(serialized: dict) -> tuple[int, str | None]:
 
 
 def record_step(conn: Connection, key: str, app_id: str, snapshot_id: int, now: datetime,
-                serialized: dict, stored: int) -> None:
+                serialized: dict, stored: int, owner: str) -> None:
     """Brings a conversation's catalog row up to date with a step just saved (same transaction)."""
-    conn.execute(_upsert_statement(conn.dialect.name), dict(step_row(key, app_id, now, serialized, stored),
+    conn.execute(_upsert_statement(conn.dialect.name), dict(step_row(key, app_id, now, serialized, stored, owner),
                                                             activity=snapshot_id))
 
 
-def step_row(key: str, app_id: str, now: datetime, serialized: dict, stored: int) -> dict[str, Any]:
-    """The catalog columns a step sets, but `activity` (the id of its snapshot)."""
+def step_row(key: str, app_id: str, now: datetime, serialized: dict, stored: int, owner: str) -> dict[str, Any]:
+    """The catalog columns a step sets, but `activity` (the id of its snapshot). `owner` only counts for
+    the conversation's first step: the upsert never changes the owner of an existing row."""
     count, title = catalog_facts(serialized)
     return dict(partition_key=key, title=title, title_custom=False, created_at=now, updated_at=now,
-                message_count=count, latest_app_id=app_id, stored_bytes=stored)
+                message_count=count, latest_app_id=app_id, stored_bytes=stored, owner=owner)
 
 
 _UPSERTS: dict[str, Any] = {}
 STEP_COLUMNS = ("partition_key", "title", "title_custom", "created_at", "updated_at", "activity", "message_count",
-                "latest_app_id", "stored_bytes")
+                "latest_app_id", "stored_bytes", "owner")
 
 
 def _upsert_statement(dialect: str) -> Any:

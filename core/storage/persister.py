@@ -35,8 +35,11 @@ from core.storage.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
 from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (fast_save, find_app, find_branch_snapshot, find_latest_snapshot, insert_app,
                                insert_snapshot, read_state)
-from core.storage.schema import App
+from core.storage.schema import LOCAL_OWNER, App
 from core.storage.serde import Remembered, deserialize_state, serialize_state
+
+
+CLAIMS_KEPT = 10_000  # new conversations' owners remembered until their first save (a bound, not a cache)
 
 
 class SnapshotStore:
@@ -54,6 +57,7 @@ class SnapshotStore:
         # (partition, app_id) -> (sequence_id, serialized state, manifest, raw values) of the branch's last save
         self._last: OrderedDict[tuple[str, str], tuple[int, dict, Manifest, Remembered]] = OrderedDict()
         self.list_cache = ListPrefixCache(list_cache_bytes)  # list items already read (see listcache.py)
+        self._claims: OrderedDict[str, str] = OrderedDict()  # partition key -> owner its first save records
 
     # ---- pickling: another process reconnects from the URL --------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -138,14 +142,13 @@ class SnapshotStore:
         enc = encode(serialized, sequence_id, cached[1], cached[2])
         return None if enc.merged else (cached[0], enc)
 
-    @staticmethod
-    def _write_fast(conn: Connection, plan: tuple, key: str, app_id: str, sequence_id: int, position: str,
+    def _write_fast(self, conn: Connection, plan: tuple, key: str, app_id: str, sequence_id: int, position: str,
                     serialized: dict, status: str) -> Manifest | None:
         """The planned save in one statement; None, with nothing written, if the branch moved meanwhile
         (then the general path decides, under the branch's lock, exactly as without this shortcut)."""
         expected, enc = plan
         now = datetime.now(timezone.utc)
-        step = step_row(key, app_id, now, serialized, enc.written_bytes)
+        step = step_row(key, app_id, now, serialized, enc.written_bytes, self._owner_of(key))
         saved = fast_save(conn, expected, sequence_id, position, status, now, enc, step)
         return None if saved is None else enc.manifest
 
@@ -168,7 +171,7 @@ class SnapshotStore:
         previous, prev_manifest = self._previous(conn, branch, last_seq)
         enc = encode(serialized, sequence_id, previous, prev_manifest)
         snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
-        record_step(conn, key, app_id, snapshot_id, now, serialized, stored)
+        record_step(conn, key, app_id, snapshot_id, now, serialized, stored, self._owner_of(key))
         return enc.manifest
 
     def _previous(self, conn: Connection, branch: Branch, last_seq: int) -> tuple:
@@ -190,6 +193,21 @@ class SnapshotStore:
             self._last.move_to_end((key, app_id))
             while len(self._last) > self._cache_size:
                 self._last.popitem(last=False)
+
+    def claim(self, partition_key: str | None, owner: str) -> None:
+        """The owner a new conversation gets when its first step is saved in this process. Burr's save()
+        carries no user, so the service claims the key before the run starts; an existing conversation
+        keeps its owner whatever is claimed (the catalog upsert never changes it)."""
+        key = storage_key(partition_key)
+        with self._lock:
+            self._claims[key] = owner
+            self._claims.move_to_end(key)
+            while len(self._claims) > CLAIMS_KEPT:
+                self._claims.popitem(last=False)
+
+    def _owner_of(self, key: str) -> str:
+        with self._lock:
+            return self._claims.get(key, LOCAL_OWNER)
 
     def forget(self, partition_key: str | None, app_id: str | None = None) -> None:
         """Drops cached state (after a conflict or a delete) so the next save re-reads the database."""

@@ -116,7 +116,8 @@ def _fast_save() -> Any:
     ).select_from(_cross(moved, chunks))).cte("new_chunks")
     step = dict(partition_key=_typed("b_key", String), title=_typed("c_title", Text), title_custom=false(),
                 created_at=now, updated_at=now, activity=ids.c.id, message_count=_typed("c_count", Integer),
-                latest_app_id=_typed("b_app", String), stored_bytes=_typed("b_stored", Integer))
+                latest_app_id=_typed("b_app", String), stored_bytes=_typed("b_stored", Integer),
+                owner=_typed("c_owner", String))
     catalog = step_upsert_from(select(*(step[c] for c in STEP_COLUMNS)).select_from(_cross(ids, moved))).cte("catalog")
     return select(snapshot.c.id).add_cte(new_values, new_chunks, catalog)
 
@@ -187,6 +188,7 @@ def fast_save(conn: Connection, expected: int, sequence_id: int, position: str, 
         "b_key": step["partition_key"], "b_app": step["latest_app_id"], "b_expected": expected, "b_seq": sequence_id,
         "b_now": now, "b_position": position, "b_status": status, "b_manifest": enc.manifest.to_json(),
         "b_stored": step["stored_bytes"], "c_title": step["title"], "c_count": step["message_count"],
+        "c_owner": step["owner"],
         "a_key": [k for k, _ in enc.values], "a_data": [d for _, d in enc.values],
         "a_ckey": [c.key for c in chunks], "a_gen": [c.generation for c in chunks], "a_idx": [c.start for c in chunks],
         "a_count": [c.count for c in chunks], "a_cdata": [c.data for c in chunks]}

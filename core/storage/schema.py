@@ -1,6 +1,6 @@
 """Burrow's current database schema, as SQLAlchemy 2.0 typed models (the one place it is described).
 
-How a snapshot is stored (schema 0006; migrations/ has how older databases reach it):
+How a snapshot is stored (schema 0007; migrations/ has how older databases reach it):
 - `burrow_apps`: one row per branch (partition key + Burr app_id), with its last sequence id.
 - `burrow_snapshots`: one row per Burr step: position, status, and a small JSON *manifest* saying
   where each state key lives: small values inline, big values as a pointer to a `burrow_values`
@@ -10,6 +10,8 @@ How a snapshot is stored (schema 0006; migrations/ has how older databases reach
   Loading any snapshot reads just that state's rows.
 - `burrow_conversations`: the catalog the sidebar lists (pinned first), so listing never touches snapshots.
 - `burrow_feedback`: a user's rating of a reply, keyed by the step that wrote the reply.
+- `burrow_users` and `burrow_api_tokens`: who has signed in, and their API tokens (hashes only).
+  Every conversation has an `owner` (a user's subject, see core/users.py); "local" without sign-in.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from datetime import datetime
 from sqlalchemy import (BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
                         false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+LOCAL_OWNER = "local"  # the owner of every conversation when nobody signs in (BURROW_AUTH=none)
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -42,9 +46,11 @@ class Conversation(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     pinned: Mapped[bool] = mapped_column(server_default=false())  # listed first, never pruned (no Python default:
     # an INSERT ... SELECT of the step columns, rows.py, would send NULL for it)
+    owner: Mapped[str] = mapped_column(String(255), server_default=LOCAL_OWNER)  # set by the first save only
 
     __table_args__ = (Index("ix_burrow_conversations_activity", "activity"),
-                      Index("ix_burrow_conversations_pinned_activity", "pinned", "activity"))
+                      Index("ix_burrow_conversations_pinned_activity", "pinned", "activity"),
+                      Index("ix_burrow_conversations_owner_listing", "owner", "pinned", "activity"))
 
 
 class App(Base):
@@ -139,4 +145,32 @@ class Feedback(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease, Feedback)]
+class User(Base):
+    """Someone who signed in: `subject` is what conversations' `owner` holds (never the e-mail, which can
+    change or be reused); e-mail and name are as the provider last said, for admins and the hand-over command."""
+
+    __tablename__ = "burrow_users"
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_burrow_users_email", "email"),)
+
+
+class ApiToken(Base):
+    """A personal API token: only its SHA-256 is stored (the token itself is shown once, at creation)."""
+
+    __tablename__ = "burrow_api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_burrow_api_tokens_owner", "owner"),)
+
+
+TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease, Feedback, User, ApiToken)]

@@ -34,7 +34,7 @@ def test_a_database_at_0005_gets_the_pinned_column_and_keeps_its_rows(engine):
         conn.execute(text("INSERT INTO burrow_conversations (partition_key, title, title_custom, created_at, "
                           "updated_at, activity, message_count, latest_app_id, stored_bytes) VALUES "
                           "('old', 'Old chat', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 7, 2, 'a', 10)"))
-    assert upgrade(engine) == ["0006"] == [HEAD]
+    assert upgrade(engine)[:1] == ["0006"] and upgrade(engine) == [] and revision_of(engine) == [HEAD]
     assert schema_differences(engine) == []
     indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("burrow_conversations")}
     assert indexes["ix_burrow_conversations_pinned_activity"] == ["pinned", "activity"]
