@@ -28,6 +28,7 @@ from core.llm import ChatModel, build_model
 from core.logs import Redactor, secrets_of
 from core.relay import RelayedRun, Relay
 from core.runs import EventKind, Run, RunManager
+from core.searching import SearchMixin
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
 from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
@@ -72,7 +73,8 @@ class SnapshotView:
     next_action: str | None
 
 
-class ChatService(BranchingMixin, TransferMixin):  # trees: core/branching.py; export and import: core/transfer/
+class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/branching.py; export and import:
+    # core/transfer/; search: core/searching.py
     """Owns the persister, the model, the policy and the runs; created once per process."""
 
     def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
