@@ -52,9 +52,10 @@ class RunEvent:
 class Run:
     """One turn in progress or finished. Thread-safe; `events()` may be called by many clients."""
 
-    def __init__(self, partition_key: str, app_id: str | None):
+    def __init__(self, partition_key: str, app_id: str | None, owner: str = "local"):
         self.id = uuid.uuid4().hex
         self.partition_key, self.app_id = partition_key, app_id
+        self.owner = owner  # the subject of the user who started it (core/users.py): only they may follow it
         self.started_at = time.time()
         self.cancel = threading.Event()  # set by stop(); the turn's model call watches it
         self.outcome: str | None = None
