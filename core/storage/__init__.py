@@ -14,6 +14,7 @@ Modules, one owner each:
 - feedback.py: ratings of replies (the feedback table)
 - accounts.py: users who signed in and their API tokens (hashes only)
 - lineage.py: where branches forked and how many messages each step holds (read from manifests)
+- search.py: full-text search over messages and titles (FTS5 / tsvector), indexed by each save
 - schema.py: the current tables; migrations/: Alembic revisions from every released schema to it
 
 Code outside this package imports only the names below (tests/test_layers.py checks it).
@@ -26,7 +27,8 @@ from core.storage.leases import LeaseStore
 from core.storage.lineage import BranchShape, Lineage, StepLength
 from core.storage.persister import SQLAlchemyPersister
 from core.storage.schema import LOCAL_OWNER
+from core.storage.search import MARK_END, MARK_START, SearchRow, SearchStore
 
 __all__ = ["LOCAL_OWNER", "AccountStore", "AsyncSQLAlchemyPersister", "BranchShape", "BranchSummary", "ConversationStore", "ConversationSummary",
-           "Feedback", "FeedbackStore", "LeaseStore", "Lineage", "SQLAlchemyPersister", "SnapshotSummary", "StepLength", "TokenInfo",
+           "Feedback", "FeedbackStore", "LeaseStore", "Lineage", "MARK_END", "MARK_START", "SearchRow", "SearchStore", "SQLAlchemyPersister", "SnapshotSummary", "StepLength", "TokenInfo",
            "UserRecord"]

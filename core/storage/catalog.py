@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from core.errors import StorageError
 from core.storage.feedback import forget_feedback
 from core.storage.leases import forget_conversation
+from core.storage.search import forget_conversation as forget_search
 from core.storage.schema import LOCAL_OWNER, TABLES, App, Conversation, ListItem, Snapshot, StateValue
 from core.text import plain_text, title_text
 
@@ -192,6 +193,7 @@ class ConversationStore:
             conn.execute(delete(App).where(App.partition_key == key))
             forget_conversation(conn, key)
             forget_feedback(conn, key)
+            forget_search(conn, key)
             return conn.execute(delete(Conversation).where(Conversation.partition_key == key)).rowcount > 0
 
         existed = self.database.write(work)

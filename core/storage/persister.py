@@ -36,6 +36,7 @@ from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (fast_save, find_app, find_branch_snapshot, find_latest_snapshot, insert_app,
                                insert_snapshot, read_state)
 from core.storage.schema import LOCAL_OWNER, App
+from core.storage.search import first_new, index_messages
 from core.storage.serde import Remembered, deserialize_state, serialize_state
 
 
@@ -140,7 +141,9 @@ class SnapshotStore:
         if cached is None or sequence_id <= cached[0]:
             return None
         enc = encode(serialized, sequence_id, cached[1], cached[2])
-        return None if enc.merged else (cached[0], enc)
+        if enc.merged or _new_messages(cached[2], enc.manifest):
+            return None  # a merge deletes rows first; new messages are indexed for search (a second statement)
+        return (cached[0], enc)
 
     def _write_fast(self, conn: Connection, plan: tuple, key: str, app_id: str, sequence_id: int, position: str,
                     serialized: dict, status: str) -> Manifest | None:
@@ -172,6 +175,8 @@ class SnapshotStore:
         enc = encode(serialized, sequence_id, previous, prev_manifest)
         snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
         record_step(conn, key, app_id, snapshot_id, now, serialized, stored, self._owner_of(key))
+        if _new_messages(prev_manifest, enc.manifest):
+            index_messages(conn, key, app_id, serialized.get(HISTORY), _first_new(prev_manifest, enc.manifest))
         return enc.manifest
 
     def _previous(self, conn: Connection, branch: Branch, last_seq: int) -> tuple:
@@ -314,6 +319,19 @@ class SQLAlchemyPersister(SnapshotStore, BaseStatePersister):
 
     def schema_tables(self) -> list[str]:
         return self.database.guard(lambda: inspect(self.engine).get_table_names())
+
+
+HISTORY = "chat_history"  # the list whose messages are indexed for search
+
+
+def _first_new(prev: Manifest | None, manifest: Manifest) -> int:
+    return first_new(prev.lists.get(HISTORY) if prev is not None else None, manifest.lists.get(HISTORY))
+
+
+def _new_messages(prev: Manifest | None, manifest: Manifest) -> bool:
+    """Whether this step wrote chat_history items (grew it, or rewrote it) that search must index."""
+    entry = manifest.lists.get(HISTORY)
+    return entry is not None and _first_new(prev, manifest) < entry[1]
 
 
 class _Loaded:

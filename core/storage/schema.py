@@ -174,3 +174,18 @@ class ApiToken(Base):
 
 
 TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListItem, Lease, Feedback, User, ApiToken)]
+
+
+class SearchMessage(Base):
+    """One message of one branch, as text for full-text search (search.py owns it). SQLite indexes it in
+    the FTS5 table `burrow_search_fts` (rowid = id); PostgreSQL in a GIN index over to_tsvector('simple')."""
+
+    __tablename__ = "burrow_search_messages"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    partition_key: Mapped[str] = mapped_column(String(255))
+    app_id: Mapped[str] = mapped_column(String(255))
+    idx: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("partition_key", "app_id", "idx", name="uq_burrow_search_messages_place"),)
