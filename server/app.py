@@ -15,7 +15,7 @@ from core.retention import start_pruning
 from core.logs import configure_logging
 from core.settings import Settings
 from server import errors
-from server.routes import branches, conversations, health, openai, retention, runs, transfer
+from server.routes import branches, conversations, health, openai, retention, runs, search, transfer
 
 log = logging.getLogger(__name__)
 KEEPALIVE = 15.0  # seconds of silence before an SSE stream sends a `: keep-alive` comment
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, keepalive: float = KEEPALIVE
     app.include_router(branches.router)
     app.include_router(transfer.router)
     app.include_router(retention.router)
+    app.include_router(search.router)
     app.include_router(openai.router)
     return app
 

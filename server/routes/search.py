@@ -1,0 +1,42 @@
+"""Full-text search under /api/v1: the caller's conversations whose messages or title match `q`
+(any text; it is never parsed as query syntax), best first."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from core.chat import ChatService
+from server.deps import get_service
+from server.schemas import problems
+
+router = APIRouter(prefix="/api/v1", tags=["search"])
+
+
+class SearchHitOut(BaseModel):
+    conversation_id: str
+    title: str | None
+    branch: str | None  # the branch (Burr app_id) of the matching message; null for a title-only match
+    index: int | None  # the message's index in that branch's history
+    role: str | None
+    snippet: str  # plain text; `highlights` are [start, end) character offsets into it
+    highlights: list[tuple[int, int]]
+    rank: float
+    updated_at: datetime
+
+
+class SearchResults(BaseModel):
+    query: str
+    hits: list[SearchHitOut]
+
+
+@router.get("/search", response_model=SearchResults, responses=problems(422), summary="Search messages and titles")
+def search(q: str = Query(max_length=1000), limit: int = Query(20, ge=1, le=100),
+           service: ChatService = Depends(get_service)) -> Any:
+    """Ranked hits, one per conversation, with a snippet of the best-matching message."""
+    hits = service.search(q, limit)
+    return SearchResults(query=q, hits=[SearchHitOut(
+        conversation_id=h.conversation_id, title=h.title, branch=h.app_id, index=h.index, role=h.role,
+        snippet=h.snippet, highlights=list(h.spans), rank=h.rank, updated_at=h.updated_at) for h in hits])
