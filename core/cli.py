@@ -55,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
                                  "days (with its tracker files), except pinned ones; print each one. The app and "
                                  "the API server also do this on start and every hour.")
     pruned.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    found = commands.add_parser("search", help="search message text and titles, print id, title and snippet per hit",
+                                description="Full-text search (any text: never parsed as syntax); one line per "
+                                "conversation, best first: id, title, snippet (matches in [brackets]).")
+    found.add_argument("query", help="the words to look for (the last one may be a prefix)")
+    found.add_argument("--limit", type=int, default=20, help="at most this many hits (default 20)")
     return top
 
 
@@ -90,6 +95,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "prune":
             _prune(service, args.dry_run)
+        elif args.command == "search":
+            _search(service, args.query, args.limit)
         elif args.command == "import":
             with _progress("Importing", None) as tick:
                 ids = service.import_file(args.file, progress=tick)
@@ -118,6 +125,16 @@ def _progress(what: str, total: int | None) -> Iterator[Callable[[str], None]]:
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"{what} conversations", total=total)
         yield lambda _item: bar.advance(task)
+
+
+def _search(service, query: str, limit: int) -> None:  # noqa: ANN001 - ChatService
+    for hit in service.search(query, limit):
+        marked, last = [], 0
+        for start, end in hit.spans:
+            marked += [hit.snippet[last:start], "[", hit.snippet[start:end], "]"]
+            last = end
+        snippet = " ".join(("".join(marked) + hit.snippet[last:]).split())
+        print(f"{hit.conversation_id}\t{hit.title or ''}\t{snippet}")
 
 
 def _prune(service, dry_run: bool) -> None:  # noqa: ANN001 - ChatService
