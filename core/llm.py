@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import openai
+import orjson
 
 from core.errors import LLMError
 from core.facts import FINISH_STOP, StreamReport
@@ -119,10 +120,9 @@ class OpenAIChatModel:
         self._calls.report = report
         started = False  # once the reply has begun, a lost connection means a cut-off reply
         try:
-            response = self._create(list(messages))
-            started = True
-            with response:
-                for chunk in response:
+            with self._create(list(messages)) as response:
+                started = True
+                for chunk in _chunks(response):
                     if cancel is not None and cancel.is_set():
                         return  # leaving the `with` closes the HTTP stream: the server stops generating
                     text = _read_chunk(chunk, report, self.model)
@@ -179,8 +179,8 @@ class OpenAIChatModel:
         (`extra_body` replaces the key): the SDK's own walk over typed parameters costs time in
         proportion to the history (about a second per turn at 2,000 messages) and changes nothing in
         plain role/content dicts of strings, which is all model_messages makes."""
-        return self.client.chat.completions.create(model=self.model, messages=[], stream=True,
-                                                   extra_body={"messages": messages}, **options)
+        return self.client.chat.completions.with_streaming_response.create(
+            model=self.model, messages=[], stream=True, extra_body={"messages": messages}, **options)
 
     def moderate(self, text: str) -> bool:
         try:
@@ -189,18 +189,45 @@ class OpenAIChatModel:
             raise translate_error(exc, self._redact) from exc
 
 
-def _read_chunk(chunk: Any, report: StreamReport, requested: str) -> str | None:
+def _chunks(response: Any) -> Iterator[dict[str, Any]]:
+    """The stream's chunks as plain dicts, parsed with orjson from the raw SSE lines. The SDK's own
+    Stream builds a pydantic object per chunk (about a quarter of a turn's CPU in the API server);
+    the request, its retries, timeouts and status errors stay the SDK's, and an `error` chunk is
+    raised as the SDK raises it."""
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" ") if line[5:6] == " " else line[5:])
+            continue
+        if line or not data:
+            continue  # comments, event:/id: fields, blank lines between events
+        payload, data = "\n".join(data), []
+        if payload.startswith("[DONE]"):
+            return
+        chunk = orjson.loads(payload)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(message if isinstance(message, str) and message
+                                  else "An error occurred during streaming",
+                                  request=response.http_request, body=error)
+        yield chunk
+
+
+def _read_chunk(chunk: dict[str, Any], report: StreamReport, requested: str) -> str | None:
     """The text of one stream chunk; its model name, finish reason and usage go into the report."""
-    report.model = getattr(chunk, "model", None) or report.model or requested
-    usage = getattr(chunk, "usage", None)
-    if usage is not None:  # with include_usage: a last chunk with no choices carries the counts
-        report.tokens_in, report.tokens_out = usage.prompt_tokens, usage.completion_tokens
-    if not chunk.choices:
+    report.model = chunk.get("model") or report.model or requested
+    usage = chunk.get("usage")
+    if usage:  # with include_usage: a last chunk with no choices carries the counts
+        report.tokens_in, report.tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    choices = chunk.get("choices")
+    if not choices:
         return None
-    choice = chunk.choices[0]
-    if choice.finish_reason:
-        report.finish_reason = choice.finish_reason
-    return choice.delta.content if choice.delta else None
+    choice = choices[0]
+    if choice.get("finish_reason"):
+        report.finish_reason = choice["finish_reason"]
+    delta = choice.get("delta")
+    return delta.get("content") if delta else None
 
 
 def _stream_broken() -> LLMError:
