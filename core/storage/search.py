@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from core.text import plain_text
+
 MARK_START, MARK_END = "\x02", "\x03"  # highlight marks in snippets (control chars: never in cleaned text)
 MAX_TERMS, MAX_QUERY_CHARS = 16, 500
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -60,7 +62,7 @@ def index_messages(conn: Connection, key: str, app_id: str, history: Any, start:
         conn.execute(text("DELETE FROM burrow_search_fts WHERE rowid IN (SELECT id FROM burrow_search_messages "
                           "WHERE partition_key = :k AND app_id = :a AND idx >= :s)"), place)
     conn.execute(text("DELETE FROM burrow_search_messages WHERE partition_key = :k AND app_id = :a AND idx >= :s"), place)
-    rows = [{"k": key, "a": app_id, "i": i, "r": str(m.get("role", ""))[:32], "c": m["content"]}
+    rows = [{"k": key, "a": app_id, "i": i, "r": str(m.get("role", ""))[:32], "c": plain_text(m["content"])}
             for i, m in enumerate(history[start:], start)
             if isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"]]
     if not rows:

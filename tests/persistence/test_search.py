@@ -118,3 +118,10 @@ def test_the_migration_indexes_a_database_written_at_0007(db_url):
         assert hit.partition_key == "c1"
     finally:
         engine.dispose()
+
+
+def test_broken_unicode_and_control_characters_are_indexed_as_clean_text(persister):
+    chat(persister, "c1", ["half \ud83d emoji and a nul\x00byte ocelot"])
+    [(_, _, content)] = rows_of(persister, "c1")
+    assert "\x00" not in content and "ocelot" in content
+    assert [h.partition_key for h in SearchStore(persister).search("local", "ocelot", 5)] == ["c1"]

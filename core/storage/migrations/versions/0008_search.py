@@ -14,6 +14,7 @@ Frozen: the tables, the manifest and chunk formats are written out here, never i
 from __future__ import annotations
 
 import json
+import re
 
 import lz4.block
 import sqlalchemy as sa
@@ -26,6 +27,12 @@ depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 HISTORY = "chat_history"
+# Frozen copy of the cleaning of 2026-12-02 (core/text.py plain_text): text every database stores.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def _plain(text: str) -> str:
+    return _CONTROL.sub("", text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def upgrade() -> None:
@@ -75,7 +82,7 @@ def _index_existing(conn: sa.Connection, sqlite: bool) -> None:
         entry = json.loads(manifest).get(HISTORY)
         if not entry or entry[0] != "l":
             continue
-        rows = [{"k": key, "a": app_id, "i": i, "r": str(m.get("role", ""))[:32], "c": m["content"]}
+        rows = [{"k": key, "a": app_id, "i": i, "r": str(m.get("role", ""))[:32], "c": _plain(m["content"])}
                 for i, m in enumerate(_history(conn, app_ref, entry[1:]))
                 if isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"]]
         if rows:
