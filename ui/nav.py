@@ -36,12 +36,15 @@ class Selection:
         return self.summary is None and self.problem is None
 
 
-def select(partition_key: str, app_id: str | None = None) -> None:
-    """Points the URL (and the session's copy) at a conversation; safe inside widget callbacks."""
+def select(partition_key: str, app_id: str | None = None, message: int | None = None) -> None:
+    """Points the URL (and the session's copy) at a conversation; safe inside widget callbacks.
+    `message` (a search hit's index) goes in `m`, for the page to scroll to."""
     st.query_params.clear()
     st.query_params["c"] = partition_key
     if app_id:
         st.query_params["b"] = app_id
+    if message is not None:
+        st.query_params["m"] = str(message)
     st.session_state[_CURRENT] = (partition_key, app_id)
 
 

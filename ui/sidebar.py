@@ -21,6 +21,8 @@ from ui.format import clip, escape_markdown, relative_time
 
 STYLE = Path(__file__).with_name("style.css")
 PAGE_SIZE = 20
+SEARCH_PAUSE = "300ms"  # search as you type: Streamlit's own debounce (text_input live=)
+HIT_COUNT = 10  # message hits shown above the title list while searching
 REPLY_POLL = 2  # seconds between looks at which listed conversations are still replying
 REPLYING = ":material/hourglass_top: replying…"
 PINNED = ":material/push_pin:"  # the mark of a pinned row, before its title
@@ -45,8 +47,10 @@ def render(service: ChatService, current_key: str | None) -> None:
     with st.sidebar:
         if st.button("New chat", type="primary", icon=":material/add:", width="stretch", on_click=_chosen):
             nav.open_new_chat(service)
-        search = st.text_input("Search conversations", key="sidebar_search", placeholder="Title contains…",
-                               on_change=_reset_paging)
+        search = st.text_input("Search conversations", key="sidebar_search", placeholder="Words in messages or titles…",
+                               on_change=_reset_paging, live=SEARCH_PAUSE)
+        if search.strip():
+            _hits(service.search(search, HIT_COUNT))
         if (pin := st.session_state.pop(_PIN, None)) is not None:
             service.pin(*pin)
         shown = st.session_state.get(_SHOWN, PAGE_SIZE)
@@ -62,6 +66,32 @@ def render(service: ChatService, current_key: str | None) -> None:
             st.fragment(_watch_replies, run_every=REPLY_POLL)(service, keys, replying)
     _open_dialog(service)
     _close_after_a_choice()
+
+
+def _hits(hits: list) -> None:
+    """Message hits, best first: title and the snippet, escaped, its matches in bold (never HTML)."""
+    found = [h for h in hits if h.index is not None]
+    if not found:
+        return
+    st.caption(f"In messages: {len(found)} conversation{'s' if len(found) != 1 else ''}")
+    for n, hit in enumerate(found):
+        label = f"**{escape_markdown(clip(hit.title or 'Untitled', TITLE_CHARS))}**  \n{_marked(hit.snippet, hit.spans)}"
+        st.button(label, key=f"sidebar_hit_{n}_{hit.conversation_id}", width="stretch",
+                  on_click=_open_hit, args=(hit.conversation_id, hit.app_id, hit.index))
+
+
+def _marked(snippet: str, spans: tuple) -> str:
+    """The snippet as Markdown: every part escaped, each match in bold."""
+    parts, last = [], 0
+    for start, end in spans:
+        parts += [escape_markdown(snippet[last:start]), "**", escape_markdown(snippet[start:end]), "**"]
+        last = end
+    return " ".join(("".join(parts) + escape_markdown(snippet[last:])).split())
+
+
+def _open_hit(partition_key: str, app_id: str | None, index: int | None) -> None:
+    _chosen(partition_key)
+    nav.select(partition_key, app_id, message=index)
 
 
 def _chosen(partition_key: str | None = None) -> None:
