@@ -19,11 +19,13 @@ from typing import Any
 
 from burr.core import Application
 
+from core.access import AccessMixin, no_conversation, not_saved, scoped
 from core.actions import REFUSED, STOPPED
 from core.branching import BranchingMixin
 from core.app import TURN, build_application
 from core.errors import BusyError, InputError, LLMError, StorageError
 from core.history import StateDiff, diff_states, next_action
+from core.limits import UserLimits
 from core.llm import ChatModel, build_model
 from core.logs import Redactor, secrets_of
 from core.relay import RelayedRun, Relay
@@ -73,9 +75,10 @@ class SnapshotView:
     next_action: str | None
 
 
-class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/branching.py; export and import:
-    # core/transfer/; search: core/searching.py
-    """Owns the persister, the model, the policy and the runs; created once per process."""
+class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
+    """Owns the persister, the model, the policy and the runs; created once per process, then used
+    as one user (`as_user`, core/access.py). Trees: core/branching.py; export and import:
+    core/transfer/; search: core/searching.py."""
 
     def __init__(self, settings: Settings, persister: SQLAlchemyPersister, model: ChatModel,
                  policy: SafetyPolicy | None = None):
@@ -86,6 +89,9 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
         self._feedback = FeedbackStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
+        # per-user limits once there are users; one local user has the process's own (max_runs)
+        self._limits = (UserLimits(settings.user_max_runs, settings.user_messages_per_minute)
+                        if settings.auth != "none" else None)
         # BURROW_RELAY on PostgreSQL: runs followed across server processes; else within this one
         self.relay = Relay.start_for(settings.database_url, self.runs.get) if settings.relay else None
         self._closed = threading.Event()
@@ -114,44 +120,62 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
         return uuid.uuid4().hex
 
     # ---- turns ---------------------------------------------------------------------------------
+    @scoped(no_conversation)
     def send(self, partition_key: str, text: str, app_id: str | None = None,
              expected_messages: int | None = None) -> Run:
         """Starts a turn with the user's message and returns its run at once.
 
-        InputError for a message that cannot be sent; BusyError when this process is at its run limit.
+        InputError for a message that cannot be sent; BusyError when this process is at its run limit
+        (LimitError when the user is at theirs).
         """
         prompt = clean_message(text, self.settings.max_message_chars)
-        return self._start(valid_id(partition_key), app_id, prompt, expected_messages)
+        return self._start(partition_key, app_id, prompt, expected_messages)
 
+    @scoped(no_conversation)
     def retry(self, partition_key: str, app_id: str | None = None) -> Run:
         """Re-runs the step that failed (or finishes a turn a fork started midway)."""
-        return self._start(valid_id(partition_key), app_id, None, None)
+        return self._start(partition_key, app_id, None, None)
 
     def _start(self, partition_key: str, app_id: str | None, prompt: str | None, expected: int | None,
                fork_from: tuple[str, int] | None = None) -> Run:
-        run = Run(partition_key, app_id)
+        if self._limits is not None:
+            self._limits.admit(self.user.subject, sum(1 for r in self.runs.active() if r.owner == self.user.subject))
+        self._claim(partition_key)
+        run = Run(partition_key, app_id, self.user.subject)
         if self.relay is not None:
             run.listeners.append(self.relay.publish)
         run.publish(EventKind.STARTED, partition_key=partition_key, app_id=app_id)
         return self.runs.start(run, lambda r: Turn(self, r, prompt, expected, fork_from)())
 
     def run(self, run_id: str) -> Run | None:
-        """A run of this process by id (running, or finished recently), to attach to."""
-        return self.runs.get(run_id)
+        """A run of this process by id (running, or finished recently), to attach to; None for
+        another user's (as for an unknown id)."""
+        run = self.runs.get(run_id)
+        return run if run is not None and self._follows(run.owner) else None
+
+    def _follows(self, owner: str) -> bool:
+        return owner == self.user.subject or self.user.everything
 
     def attach(self, run_id: str) -> Run | RelayedRun | None:
         """A run to follow, of this process or, on PostgreSQL, of another one (replayed from its first
         event, then live); None when no process has it (this asks the others, which takes a moment)."""
         found = self.runs.get(run_id)
         if found is None and self.relay is not None:
-            return self.relay.follow(run_id)
-        return found
+            followed = self.relay.follow(run_id)
+            return followed if followed is None or self._may_follow(followed) else None
+        return found if found is None or self._follows(found.owner) else None
 
+    def _may_follow(self, followed: RelayedRun) -> bool:
+        """Another process's run: followed if its conversation is the user's (or new, not saved yet)."""
+        return bool(followed.partition_key) and self.may(followed.partition_key)
+
+    @scoped([], write=False)
     def active_runs(self, partition_key: str, app_id: str | None = None) -> list[Run]:
         """The runs of this process on this conversation (on this branch, when given), oldest first:
         the one writing a reply, then any queued behind it."""
         return [r for r in self.runs.active(partition_key) if app_id is None or r.app_id in (None, app_id)]
 
+    @scoped(None, write=False)
     def active_run(self, partition_key: str, app_id: str | None = None) -> Run | None:
         """The newest run of this process on this conversation (on this branch, when given)."""
         runs = self.active_runs(partition_key, app_id)
@@ -165,21 +189,25 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
             if followed is None or followed.done or not followed.partition_key:
                 return False
             return self.stop_elsewhere(followed.partition_key, followed.app_id)
+        if not self._follows(run.owner):
+            return False
         if run.done:
             return False
         run.stop()
         return True
 
+    @scoped(False)
     def stop_elsewhere(self, partition_key: str, app_id: str | None = None) -> bool:
         """Stops a reply another server is writing on this conversation (it notices within seconds)."""
-        return self.writers.request_stop(valid_id(partition_key), app_id)
+        return self.writers.request_stop(partition_key, app_id)
 
     def replying(self, partition_keys: list[str]) -> set[str]:
         """Which of these conversations are writing a reply right now, here or on another server."""
+        partition_keys = self.visible(partition_keys)
         local = {run.partition_key for run in self.runs.active()}
         return (local & set(partition_keys)) | self.writers.busy_conversations(partition_keys)
 
-    # ---- what the turn needs -------------------------------------------------------------------
+    # ---- what the turn needs (core/turn.py, on a run this user may write) ------------------------
     def application(self, partition_key: str, app_id: str | None = None, *, cancel: threading.Event | None = None,
                     resume: bool = True, notify: Any = None, **fork: Any) -> Application:
         """A Burr application for one branch, built fresh so it always starts from the stored state."""
@@ -204,9 +232,10 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
         self._catalog.note_failure(partition_key, app_id, message, facts)
 
     # ---- reading a conversation ----------------------------------------------------------------
+    @scoped(lambda self, partition_key, app_id=None: ConversationView(partition_key, app_id, [], None), write=False)
     def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
         """The latest state of a branch (default: the most recent one); empty for a new conversation."""
-        data = self._persister.load(valid_id(partition_key), app_id)
+        data = self._persister.load(partition_key, app_id)
         run = self.active_run(partition_key, data["app_id"] if data else app_id)
         if data is None:
             return ConversationView(partition_key, app_id, [], None, run=run)
@@ -224,46 +253,55 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
                                 tree.all_versions(branch), self._feedback_on(partition_key, branch, tree))
 
     # ---- the catalog ---------------------------------------------------------------------------
-    def conversations(self, search: str = "", limit: int = 50,
-                      before_activity: int | None = None) -> list[ConversationSummary]:
-        """Pinned first, then newest activity; `before_activity` (the last item's `cursor`) is the next page's cursor."""
-        return self._catalog.list(search, limit, before_activity)
+    def conversations(self, search: str = "", limit: int = 50, before_activity: int | None = None,
+                      everyone: bool = False) -> list[ConversationSummary]:
+        """The user's conversations (an admin's `everyone`: all users'), pinned first, then newest
+        activity; `before_activity` (the last item's `cursor`) is the next page's cursor."""
+        return self._catalog.list(search, limit, before_activity, owner=self.listing_owner(everyone))
 
-    def count_conversations(self, search: str = "") -> int:
-        return self._catalog.count(search)
+    def count_conversations(self, search: str = "", everyone: bool = False) -> int:
+        return self._catalog.count(search, owner=self.listing_owner(everyone))
 
+    @scoped(None, write=False)
     def conversation(self, partition_key: str) -> ConversationSummary | None:
-        return self._catalog.get(valid_id(partition_key))
+        return self._catalog.get(partition_key)
 
+    @scoped(not_saved("rename"))
     def rename(self, partition_key: str, title: str) -> None:
-        self._catalog.rename(valid_id(partition_key), title)
+        self._catalog.rename(partition_key, title)
 
+    @scoped(False)
     def delete(self, partition_key: str) -> bool:
         """Deletes a conversation with all its branches and their Burr tracker files; a reply being
         written to it is stopped first."""
         for run in self.runs.active(partition_key):
             run.stop()
             run.wait(self.settings.request_timeout)
-        delete_tracker_runs(self.settings.tracker_dir, self.settings.tracker_project, valid_id(partition_key),
+        delete_tracker_runs(self.settings.tracker_dir, self.settings.tracker_project, partition_key,
                             self.branch_ids(partition_key))
         return self._catalog.delete(partition_key)
 
+    @scoped([], write=False)
     def branches(self, partition_key: str) -> list[BranchSummary]:
-        return self._catalog.branches(valid_id(partition_key))
+        return self._catalog.branches(partition_key)
 
+    @scoped([], write=False)
     def branch_ids(self, partition_key: str) -> list[str]:
-        return self._persister.list_app_ids(valid_id(partition_key))
+        return self._persister.list_app_ids(partition_key)
 
+    @scoped([], write=False)
     def snapshots(self, partition_key: str, app_id: str, offset: int = 0, limit: int = 100,
                   newest_first: bool = False) -> list[SnapshotSummary]:
-        return self._catalog.snapshots(valid_id(partition_key), app_id, offset, limit, newest_first)
+        return self._catalog.snapshots(partition_key, app_id, offset, limit, newest_first)
 
+    @scoped(0, write=False)
     def snapshot_count(self, partition_key: str, app_id: str) -> int:
-        return self._catalog.snapshot_count(valid_id(partition_key), app_id)
+        return self._catalog.snapshot_count(partition_key, app_id)
 
+    @scoped(None, write=False)
     def snapshot(self, partition_key: str, app_id: str, sequence_id: int) -> SnapshotView | None:
         """One step with its state as stored, the previous step's, what changed and what runs next."""
-        summary = self._catalog.snapshot(valid_id(partition_key), app_id, sequence_id)
+        summary = self._catalog.snapshot(partition_key, app_id, sequence_id)
         state = self._persister.load_serialized(partition_key, app_id, sequence_id) if summary else None
         if summary is None or state is None:
             return None
@@ -273,11 +311,12 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
         return SnapshotView(summary, state, previous, diff_states(previous, state),
                             next_action(summary.position, summary.status, state))
 
+    @scoped(lambda self, partition_key, app_id, sequence_id, *args, **kwargs: _no_step(app_id, sequence_id))
     def fork(self, partition_key: str, app_id: str, sequence_id: int, new_app_id: str | None = None) -> str:
         """Starts a new branch from a snapshot (Burr's fork_from_*) and saves it, so it opens at once."""
-        source = self._persister.load(valid_id(partition_key), app_id, sequence_id)
+        source = self._persister.load(partition_key, app_id, sequence_id)
         if source is None:
-            raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
+            _no_step(app_id, sequence_id)
         app = self.application(partition_key, new_app_id, fork_from_app_id=app_id, fork_from_sequence_id=sequence_id)
         self._persister.save(partition_key, app.uid, source["sequence_id"], source["position"], source["state"],
                              source["status"], forked_from=(app_id, sequence_id))
@@ -297,9 +336,14 @@ class ChatService(BranchingMixin, TransferMixin, SearchMixin):  # trees: core/br
             self.relay.close()
         self._persister.engine.dispose()
 
+    @scoped(False)
     def pin(self, partition_key: str, pinned: bool) -> bool:
         """Pins a conversation (listed first, kept by retention) or unpins it; False if there is none."""
-        return self._catalog.pin(valid_id(partition_key), pinned)
+        return self._catalog.pin(partition_key, pinned)
+
+
+def _no_step(app_id: str, sequence_id: int) -> None:
+    raise StorageError(f"Step {sequence_id} of branch {app_id} does not exist.")
 
 
 def _unanswered(messages: list[dict[str, Any]], waiting: bool) -> tuple[int, ...]:

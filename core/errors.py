@@ -48,3 +48,11 @@ class InputError(ValueError):
 
 class BusyError(BurrowError):
     """Too much is running right now (this process's run limit, or it is shutting down); try again."""
+
+
+class LimitError(BusyError):
+    """One user is over their own limit (replies at once, messages per minute); others are not affected."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after

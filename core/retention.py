@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from core.users import MAINTENANCE
 from core.errors import StorageError
 from core.storage import ConversationSummary
 
@@ -47,7 +48,7 @@ def prune(service: "ChatService", now: datetime | None = None, dry_run: bool = F
     days = service.settings.retention_days
     if days is None:
         return []
-    before = cutoff(days, now)
+    before, service = cutoff(days, now), service.as_user(MAINTENANCE)  # everyone's conversations
     with _one_pruner(service.settings.database_url) as mine:
         if not mine:
             log.info("another process is pruning conversations; skipped")

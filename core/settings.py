@@ -19,6 +19,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_SYSTEM_PROMPT = "You are Burrow, a helpful, concise assistant. Answer in Markdown."
 TRACKING_OFF = {"", "off", "none", "false", "0", "disabled"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+AUTH_MODES = ("none", "oidc", "proxy")
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,11 @@ class Settings:
     api_port: int = 8000
     burr_ui_url: str = "http://localhost:7241"  # where `burr` (Burr's tracking UI) is reached; History links to it
     retention_days: float | None = None  # conversations idle longer are deleted (core/retention.py); None: kept
+    auth: str = "none"  # who is using Burrow (core/users.py): one of AUTH_MODES
+    proxy_user_header: str = "X-Forwarded-Email"  # auth=proxy: the header the trusted proxy sets
+    admins: tuple[str, ...] = ()  # subjects or e-mails (lowercase) that may read everyone's conversations
+    user_max_runs: int = 3  # replies one user may have running at once (per process)
+    user_messages_per_minute: int = 20  # messages one user may send per minute (per process); 0: no limit
 
     @property
     def offline(self) -> bool:
@@ -187,6 +193,20 @@ def _words(name: str, value: str) -> tuple[str, ...]:
     return tuple(word.strip().lower() for word in value.split(",") if word.strip())
 
 
+def _auth_mode(name: str, value: str) -> str:
+    mode = value.strip().lower() or "none"
+    if mode not in AUTH_MODES:
+        raise SettingsError(f"{name} must be one of {', '.join(AUTH_MODES)}, got {value!r}")
+    return mode
+
+
+def _header_name(name: str, value: str) -> str:
+    value = value.strip()
+    if not value or not all(c.isalnum() or c == "-" for c in value):
+        raise SettingsError(f"{name} must be an HTTP header name (letters, digits and '-'), got {value!r}")
+    return value
+
+
 def _log_level(name: str, value: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
@@ -215,4 +235,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_API_PORT": ("api_port", _int_in(1, 65535)),
     "BURROW_BURR_UI_URL": ("burr_ui_url", _web_url),
     "BURROW_RETENTION_DAYS": ("retention_days", _retention_days),
+    "BURROW_AUTH": ("auth", _auth_mode),
+    "BURROW_PROXY_USER_HEADER": ("proxy_user_header", _header_name),
+    "BURROW_ADMINS": ("admins", _words),
+    "BURROW_USER_MAX_RUNS": ("user_max_runs", _int_in(1, 1000)),
+    "BURROW_USER_MESSAGES_PER_MINUTE": ("user_messages_per_minute", _int_in(0, 100_000)),
 }

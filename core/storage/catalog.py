@@ -154,6 +154,17 @@ class ConversationStore:
         query = select(*_SUMMARY_COLUMNS).where(Conversation.partition_key == storage_key(partition_key))
         return self.database.read(lambda conn: next((self._summary(r) for r in conn.execute(query)), None))
 
+    def owner(self, partition_key: str | None) -> str | None:
+        """Whose conversation it is; None when there is no such conversation."""
+        query = select(Conversation.owner).where(Conversation.partition_key == storage_key(partition_key))
+        return self.database.read(lambda conn: conn.execute(query).scalar())
+
+    def owners(self, partition_keys: list[str]) -> dict[str, str]:
+        """The owners of those of these conversations that exist."""
+        query = select(Conversation.partition_key, Conversation.owner).where(
+            Conversation.partition_key.in_([storage_key(k) for k in partition_keys]))
+        return self.database.read(lambda conn: {row[0]: row[1] for row in conn.execute(query)})
+
     def rename(self, partition_key: str | None, title: str) -> None:
         """Sets a custom title (one line, see core.text.title_text); an empty one restores the default."""
         title = title_text(title)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 import ijson
 from burr.core import State
 
+from core.access import no_conversation, scoped
 from core.app import first_branch_id
 from core.errors import InputError, SnapshotConflictError, StorageError
 from core.text import is_valid_conversation_id, with_line_breaks
@@ -47,6 +48,7 @@ class TransferMixin:
     _feedback: "FeedbackStore"
 
     # ---- export ----------------------------------------------------------------------------------
+    @scoped(no_conversation, write=False)
     def export_json(self, partition_key: str, out: TextIO) -> None:
         """Writes the conversation as Burrow JSON (docs/export-format.md), a branch at a time."""
         summary = self._known(partition_key)
@@ -82,6 +84,7 @@ class TransferMixin:
                 yield entry
             offset += len(page)
 
+    @scoped(no_conversation, write=False)
     def export_messages(self, partition_key: str, app_id: str | None = None) -> list[dict[str, str]]:
         """The OpenAI `messages` list of one branch (default: the latest): role and content only."""
         self._known(partition_key)
@@ -90,6 +93,7 @@ class TransferMixin:
             raise InputError(f"Branch {app_id!r:.60} of this conversation does not exist.")
         return [{"role": m["role"], "content": m["content"]} for m in data["state"].get("chat_history", [])]
 
+    @scoped(no_conversation, write=False)
     def export_markdown(self, partition_key: str, app_id: str | None = None) -> str:
         """One branch as Markdown: the title, then each message under its role, line breaks kept."""
         title = self._known(partition_key).title
@@ -99,6 +103,7 @@ class TransferMixin:
             parts.append(f"## {heading}\n\n{with_line_breaks(message['content'])}")
         return "\n\n".join(parts) + "\n"
 
+    @scoped(no_conversation, write=False)
     def export_text(self, partition_key: str, fmt: str = "json", app_id: str | None = None) -> str:
         """An export as one string (for download buttons and the API): json, markdown or openai."""
         if fmt == "markdown":
@@ -112,10 +117,10 @@ class TransferMixin:
         return out.getvalue()
 
     def export_archive(self, path: str | os.PathLike, progress: Callable[[str], None] | None = None) -> int:
-        """Every conversation as a .zip of Burrow JSON files, written to `path` as it goes; returns the count."""
+        """Every conversation of the user's as a .zip of Burrow JSON files, written to `path` as it goes; returns the count."""
         count, cursor = 0, None
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            while page := self._catalog.list("", PAGE, cursor):
+            while page := self._catalog.list("", PAGE, cursor, owner=self.listing_owner()):
                 for summary in page:
                     with archive.open(f"{summary.partition_key}.json", "w", force_zip64=True) as raw:
                         with io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
@@ -193,6 +198,7 @@ class TransferMixin:
             elif isinstance(part, Step) and branch is not None:
                 forked = (name(branch.parent), branch.fork_sequence_id) if first and branch.parent else None
                 try:
+                    self._claim(partition_key)  # the importing user's, from its first step on
                     self._restore_step(partition_key, name(branch.app_id), part, forked)
                 except SnapshotConflictError as exc:
                     if partition_key not in written:

@@ -1,0 +1,96 @@
+"""Who may do what: the service facade scoped to one user.
+
+`ChatService.as_user(user)` gives a view of the one service that acts for that user. Every facade
+method that takes a conversation id is marked `@scoped(...)`: before it runs, the conversation's
+owner is looked up (one primary-key read of the catalog), and a conversation of someone else gets
+exactly what an unknown id gets (the `unknown` result or error), so its existence is not revealed.
+Admins (BURROW_ADMINS) may read everyone's conversations (`write=False` methods), never change them.
+A conversation nobody has saved yet belongs to whoever sends its first message (`claim`).
+tests/core/test_access.py checks every such method is marked and that another user's id is unknown.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from core.errors import InputError, StorageError
+from core.text import valid_id
+from core.users import LOCAL_USER, User
+
+if TYPE_CHECKING:
+    from core.storage import ConversationStore, SQLAlchemyPersister
+
+F = TypeVar("F", bound=Callable[..., Any])
+SCOPED = "__burrow_scoped__"  # the attribute @scoped sets (the test of the facade looks for it)
+
+
+def scoped(unknown: Any = None, *, write: bool = True) -> Callable[[F], F]:
+    """Marks a method whose first argument is a conversation id. `unknown` is what the method returns
+    for an id that does not exist: a value, or a callable (self, partition_key, *args) that returns
+    or raises it. `write=False` lets admins read."""
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def checked(self: "AccessMixin", partition_key: str, *args: Any, **kwargs: Any) -> Any:
+            partition_key = valid_id(partition_key)
+            if self.may(partition_key, write=write):
+                return method(self, partition_key, *args, **kwargs)
+            return unknown(self, partition_key, *args, **kwargs) if callable(unknown) else copy.copy(unknown)
+
+        setattr(checked, SCOPED, write)
+        return checked  # type: ignore[return-value]
+
+    return decorate
+
+
+def no_conversation(self: Any, partition_key: str, *args: Any, **kwargs: Any) -> Any:
+    """The error for an id the user cannot see, as an unknown id's own would read."""
+    raise InputError(f"No conversation {partition_key!r:.60}.")
+
+
+def not_saved(action: str) -> Callable[..., Any]:
+    def fail(self: Any, partition_key: str, *args: Any, **kwargs: Any) -> Any:
+        raise StorageError(f"No saved conversation {partition_key!r} to {action}.")
+
+    return fail
+
+
+class AccessMixin:
+    """ChatService's user scope (core/chat.py mixes it in)."""
+
+    user: User = LOCAL_USER
+    _catalog: "ConversationStore"
+    _persister: "SQLAlchemyPersister"
+
+    def as_user(self, user: User) -> Any:
+        """This service acting for `user`: the same database, model and runs (a shallow copy)."""
+        view = copy.copy(self)
+        view.user = user
+        return view
+
+    def may(self, partition_key: str, *, write: bool = True) -> bool:
+        """True when the conversation is the user's, does not exist yet, or (reading) the user is an admin."""
+        if self.user.everything:
+            return True
+        owner = self._catalog.owner(partition_key)
+        return owner is None or owner == self.user.subject or (not write and self.user.admin)
+
+    def visible(self, partition_keys: list[str]) -> list[str]:
+        """The ids among these the user may read (one query for the lot)."""
+        if self.user.everything or not partition_keys:
+            return list(partition_keys)
+        owners = self._catalog.owners(partition_keys)
+        return [k for k in partition_keys if owners.get(k) in (None, self.user.subject) or self.user.admin]
+
+    def listing_owner(self, everyone: bool = False) -> str | None:
+        """Whose conversations a listing shows: the user's; None (all) for maintenance or an admin asking."""
+        return None if self.user.everything or (everyone and self.user.admin) else self.user.subject
+
+    def owns(self, partition_key: str) -> bool:
+        """True for a saved conversation of this user's (not an admin's read of someone else's)."""
+        return self._catalog.owner(valid_id(partition_key)) == self.user.subject
+
+    def _claim(self, partition_key: str) -> None:
+        """A new conversation's first save makes it this user's (an existing one keeps its owner)."""
+        self._persister.claim(partition_key, self.user.subject)
