@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run serve test bench bench-api load clean
+.PHONY: run serve test bench bench-api bench-search load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)
 
 bench-api: $(STAMP)
 	$(BIN)/python -m bench.api --start-postgres $(BENCH_API_ARGS)
+
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search $(BENCH_SEARCH_ARGS)
 
 load: $(STAMP)
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
