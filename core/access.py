@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import InputError, StorageError
 from core.text import valid_id
-from core.users import LOCAL_USER, User
+from core.users import LOCAL_USER, User, with_admin
 
 if TYPE_CHECKING:
-    from core.storage import ConversationStore, SQLAlchemyPersister
+    from core.settings import Settings
+    from core.storage import AccountStore, ConversationStore, SQLAlchemyPersister, TokenInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPED = "__burrow_scoped__"  # the attribute @scoped sets (the test of the facade looks for it)
@@ -60,8 +61,10 @@ class AccessMixin:
     """ChatService's user scope (core/chat.py mixes it in)."""
 
     user: User = LOCAL_USER
+    settings: "Settings"
     _catalog: "ConversationStore"
     _persister: "SQLAlchemyPersister"
+    _accounts: "AccountStore"
 
     def as_user(self, user: User) -> Any:
         """This service acting for `user`: the same database, model and runs (a shallow copy)."""
@@ -94,3 +97,28 @@ class AccessMixin:
     def _claim(self, partition_key: str) -> None:
         """A new conversation's first save makes it this user's (an existing one keeps its owner)."""
         self._persister.claim(partition_key, self.user.subject)
+
+    # ---- signing in and API tokens ---------------------------------------------------------------
+    def signed_in(self, user: User) -> Any:
+        """Records a sign-in (for admins' listings and `burrow owner`) and returns the view for `user`."""
+        self._accounts.remember(user.subject, user.email, user.name)
+        return self.as_user(user)
+
+    def user_for_token(self, token: str) -> User | None:
+        """The user an API token belongs to, or None for an unknown or revoked one."""
+        subject = self._accounts.owner_of_token(token)
+        if subject is None:
+            return None
+        record = self._accounts.user(subject)
+        user = User(subject, record.email, record.name) if record else User(subject)
+        return with_admin(user, self.settings)
+
+    def create_token(self, name: str) -> tuple[str, "TokenInfo"]:
+        """A new API token of this user's: (the token, shown once; what is kept about it)."""
+        return self._accounts.create_token(self.user.subject, name)
+
+    def tokens(self) -> list["TokenInfo"]:
+        return self._accounts.tokens(self.user.subject)
+
+    def revoke_token(self, token_id: int) -> bool:
+        return self._accounts.revoke(self.user.subject, token_id)

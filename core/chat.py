@@ -33,7 +33,7 @@ from core.runs import EventKind, Run, RunManager
 from core.searching import SearchMixin
 from core.safety import BlockedWordsPolicy, ModerationPolicy, SafetyPolicy
 from core.settings import Settings
-from core.storage import (BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
+from core.storage import (AccountStore, BranchSummary, ConversationStore, ConversationSummary, Feedback, FeedbackStore, LeaseStore,
                           Lineage, SnapshotSummary, SQLAlchemyPersister)
 from core.text import clean_message, valid_id
 from core.tracker_files import delete_tracker_runs
@@ -87,6 +87,7 @@ class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
         self._catalog = ConversationStore(persister)
         self._lineage = Lineage(persister.database)
         self._feedback = FeedbackStore(persister.database)
+        self._accounts = AccountStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
         self.runs = RunManager(settings.max_runs)
         # per-user limits once there are users; one local user has the process's own (max_runs)

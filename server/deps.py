@@ -1,15 +1,37 @@
-"""Dependencies of the routes: the one ChatService of the app, and ids checked the facade's way."""
+"""Dependencies of the routes: the app's ChatService acting for the caller, and ids checked the facade's way.
+
+Without sign-in (BURROW_AUTH=none) every caller is the local user. Otherwise each request needs
+`Authorization: Bearer <token>`, a personal API token made in the UI (the OpenAI SDK sends its API
+key that way, so the token is the key there); without a valid one every route but health is 401.
+"""
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.chat import ChatService, valid_id
 from core.errors import InputError
 from server.errors import ApiProblem
 
+bearer = HTTPBearer(auto_error=False, description="A personal API token (made in Burrow's UI); not needed "
+                                                  "when Burrow runs without sign-in (BURROW_AUTH=none)")
 
-def get_service(request: Request) -> ChatService:
+
+def base_service(request: Request) -> ChatService:
+    """The service as nobody in particular: for health checks only."""
     return request.app.state.service
+
+
+def get_service(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ChatService:
+    """The service acting for the caller; 401 outside BURROW_AUTH=none without a valid token."""
+    service: ChatService = request.app.state.service
+    if service.settings.auth == "none":
+        return service
+    user = service.user_for_token(credentials.credentials) if credentials is not None else None
+    if user is None:
+        raise ApiProblem(401, "Sign in with an API token: send `Authorization: Bearer <token>` (make one in "
+                              "Burrow's UI, under API tokens).", headers={"WWW-Authenticate": "Bearer"})
+    return service.as_user(user)
 
 
 def conversation_id(conversation_id: str) -> str:

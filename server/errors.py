@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 STORAGE_RETRY_AFTER = "5"
 BUSY_RETRY_AFTER = "1"
-TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
           413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests",
           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -53,7 +53,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BusyError)
     async def _busy(request: Request, exc: BusyError) -> JSONResponse:
-        return problem(429, str(exc), {"Retry-After": BUSY_RETRY_AFTER})
+        wait = getattr(exc, "retry_after", None)  # a user's own limit (LimitError) says when
+        return problem(429, str(exc), {"Retry-After": str(int(wait)) if wait else BUSY_RETRY_AFTER})
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:

@@ -52,30 +52,31 @@ def summary(item: Any, replying: bool | None = None) -> dict[str, Any]:
     return body
 
 
-def pending_of(request: Request) -> dict[str, dict[str, Any]]:
-    """Conversations created here that have no message yet: a conversation is saved with its first one."""
-    return request.app.state.pending
+def pending_of(request: Request, service: ChatService) -> dict[str, dict[str, Any]]:
+    """The caller's conversations created here that have no message yet (a conversation is saved with
+    its first one); kept per user, so nobody sees another's."""
+    return request.app.state.pending.setdefault(service.user.subject, {})
 
 
 def _found(service: ChatService, request: Request, cid: str) -> dict[str, Any]:
     item = service.conversation(cid)
     if item is not None:
         return summary(item, cid in service.replying([cid]))
-    pending = pending_of(request).get(cid)
+    pending = pending_of(request, service).get(cid)
     if pending is None:
         raise ApiProblem(404, f"No conversation {cid!r}.")
     return pending
 
 
 @router.post("", status_code=201, response_model=Conversation, responses=problems(400, 422))
-def create_conversation(request: Request, response: Response, body: NewConversation | None = None):
-    service: ChatService = request.app.state.service
+def create_conversation(request: Request, response: Response, body: NewConversation | None = None,
+                        service: ChatService = Depends(get_service)):
     now = datetime.now(timezone.utc)
     cid = service.new_conversation_id()
     item = {"id": cid, "title": (body.title if body else None) or "New conversation", "created_at": now,
             "updated_at": now, "message_count": 0, "branch": None, "activity": None, "replying": False,
             "custom_title": bool(body and body.title)}
-    pending_of(request)[cid] = item
+    pending_of(request, service)[cid] = item
     response.headers["Location"] = f"/api/v1/conversations/{cid}"
     return jsonable_encoder({k: v for k, v in item.items() if k != "custom_title"})
 
@@ -98,7 +99,7 @@ def get_conversation(request: Request, cid: str = Depends(conversation_id),
 @router.patch("/{conversation_id}", response_model=Conversation, responses=problems(400, 404, 422))
 def rename_conversation(body: ConversationPatch, request: Request, cid: str = Depends(conversation_id),
                         service: ChatService = Depends(get_service)):
-    pending = pending_of(request).get(cid)
+    pending = pending_of(request, service).get(cid)
     if pending is not None and service.conversation(cid) is None:
         pending.update(title=body.title.strip() or "New conversation", custom_title=bool(body.title.strip()))
         return get_conversation(request, cid, service)
@@ -110,7 +111,7 @@ def rename_conversation(body: ConversationPatch, request: Request, cid: str = De
 @router.delete("/{conversation_id}", status_code=204, response_class=Response, responses=problems(404, 422))
 def delete_conversation(request: Request, cid: str = Depends(conversation_id),
                         service: ChatService = Depends(get_service)):
-    was_pending = pending_of(request).pop(cid, None) is not None
+    was_pending = pending_of(request, service).pop(cid, None) is not None
     if not service.delete(cid) and not was_pending:
         raise ApiProblem(404, f"No conversation {cid!r}.")
     return Response(status_code=204)
@@ -121,7 +122,7 @@ def get_messages(request: Request, branch: str | None = None, cid: str = Depends
                  service: ChatService = Depends(get_service)):
     view = service.open(cid, branch)
     if view.sequence_id is None:
-        if branch is not None or cid not in pending_of(request):
+        if branch is not None or cid not in pending_of(request, service):
             raise ApiProblem(404, f"No conversation {cid!r}" + (f" with branch {branch!r}." if branch else "."))
     runs = service.active_runs(cid, view.app_id)
     return jsonable_encoder({"branch": view.app_id, "sequence_id": view.sequence_id, "messages": view.messages,
@@ -163,7 +164,7 @@ def send_message(body: NewMessage, request: Request, cid: str = Depends(conversa
                              latest_sequence_id=view.sequence_id, branch=view.app_id)
         expected_messages = len(view.messages)
     run = service.send(cid, body.content, body.branch, expected_messages)
-    pending = pending_of(request).pop(cid, None)
+    pending = pending_of(request, service).pop(cid, None)
     if pending is not None and pending.get("custom_title"):
         _title_after_first_turn(service, cid, pending["title"], run)
     return _answer(request, run)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends
 
 from core.chat import ChatService
 from core.errors import StorageError
-from server.deps import get_service
+from server.deps import base_service
 from server.errors import STORAGE_RETRY_AFTER, problem
 from server.schemas import Health, problems
 
@@ -18,7 +18,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=Health, responses=problems())
-def readyz(service: ChatService = Depends(get_service)):
+def readyz(service: ChatService = Depends(base_service)):
     try:
         service.ping()
     except StorageError as exc:
