@@ -8,6 +8,7 @@ The failure itself is logged once, by the turn that shows it (core/chat.py), not
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -120,8 +121,9 @@ class OpenAIChatModel:
         self._calls.report = report
         started = False  # once the reply has begun, a lost connection means a cut-off reply
         try:
-            with self._create(list(messages)) as response:
-                started = True
+            response = self._create(list(messages))
+            started = True
+            with contextlib.closing(response):
                 for chunk in _chunks(response):
                     if cancel is not None and cancel.is_set():
                         return  # leaving the `with` closes the HTTP stream: the server stops generating
@@ -179,8 +181,9 @@ class OpenAIChatModel:
         (`extra_body` replaces the key): the SDK's own walk over typed parameters costs time in
         proportion to the history (about a second per turn at 2,000 messages) and changes nothing in
         plain role/content dicts of strings, which is all model_messages makes."""
+        # Entered here, so a status error (after the SDK's retries) is raised to _create's fallback.
         return self.client.chat.completions.with_streaming_response.create(
-            model=self.model, messages=[], stream=True, extra_body={"messages": messages}, **options)
+            model=self.model, messages=[], stream=True, extra_body={"messages": messages}, **options).__enter__()
 
     def moderate(self, text: str) -> bool:
         try:
