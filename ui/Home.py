@@ -13,7 +13,8 @@ if ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from core.errors import StorageError  # noqa: E402
-from ui.services import storage_error  # noqa: E402
+from ui import account  # noqa: E402
+from ui.services import get_service, storage_error  # noqa: E402
 
 PAGE_ICON = Path(__file__).with_name("static") / "burrow.svg"
 
@@ -24,10 +25,15 @@ PAGE_ICON = Path(__file__).with_name("static") / "burrow.svg"
 st.set_page_config(page_title="Burrow", page_icon=PAGE_ICON, initial_sidebar_state="auto")
 # The page scripts live in views/, not pages/: a pages/ folder next to the main script switches
 # Streamlit to its old multipage mode, which runs a page without this file around it.
-page = st.navigation([
+# Signing in comes first: a signed-out visitor gets the sign-in page, and no page of Burrow's runs.
+service = get_service()
+pages = [
     st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
     st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
-])
+]
+if service.settings.auth != "none":  # without sign-in the API needs no token
+    pages.append(st.Page("views/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"))
+page = st.navigation(pages)
 # The layout is set here, once per run, before the page draws: a page that changed it itself
 # (after this file had set another) left the browser at either width, depending on the run.
 st.set_page_config(layout="wide" if page.url_path == "history" else "centered")
@@ -35,3 +41,4 @@ try:
     page.run()
 except StorageError as exc:  # the database went away after start: explain, never a traceback
     storage_error(exc)  # which logs it, once, with its traceback
+account.render(service.user, service.settings)

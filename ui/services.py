@@ -26,6 +26,7 @@ from core.errors import StorageError
 from core.logs import configure_logging
 from core.retention import start_pruning
 from core.settings import Settings, SettingsError, read_secrets_file
+from ui import account
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,26 @@ def _service(settings: Settings) -> ChatService:
 
 
 def get_service() -> ChatService:
-    """The shared service; on a settings or database problem, renders a help page and stops the run."""
+    """The shared service acting for the signed-in user (ui/account.py: the sign-in page when nobody
+    is); on a settings or database problem, renders a help page and stops the run."""
     try:
-        settings = Settings.load(secrets=secrets_mapping())
+        secrets = secrets_mapping()
+        settings = Settings.load(secrets=secrets)
     except SettingsError as exc:
-        configure_logging()  # no settings to take the level from: the defaults, so the line below is redacted
-        log.error("Burrow's settings are not valid: %s", exc, exc_info=exc)
-        startup_error("Burrow's settings are not valid", str(exc), SETTINGS_HELP)
+        _settings_error(exc)
     try:
-        return _service(settings)
+        service = _service(settings)
+        return service.as_user(account.current_user(service, settings, secrets))
+    except SettingsError as exc:  # BURROW_AUTH=oidc without a complete [auth]
+        _settings_error(exc)
     except StorageError as exc:
         storage_error(exc)
+
+
+def _settings_error(exc: SettingsError) -> NoReturn:
+    configure_logging()  # no settings to take the level from: the defaults, so the line below is redacted
+    log.error("Burrow's settings are not valid: %s", exc, exc_info=exc)
+    startup_error("Burrow's settings are not valid", str(exc), SETTINGS_HELP)
 
 
 SETTINGS_HELP = """
