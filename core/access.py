@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import InputError, StorageError
 from core.text import valid_id
+from core.storage import LOCAL_OWNER
 from core.users import LOCAL_USER, User, with_admin
 
 if TYPE_CHECKING:
@@ -122,3 +123,15 @@ class AccessMixin:
 
     def revoke_token(self, token_id: int) -> bool:
         return self._accounts.revoke(self.user.subject, token_id)
+
+    def hand_over(self, to: str, from_owner: str = LOCAL_OWNER, partition_key: str | None = None) -> tuple[str, int]:
+        """Gives `from_owner`'s conversations (or one) to the user `to` names (subject or e-mail, someone
+        who has signed in once); (their subject, how many moved). Operators only (`burrow owner`)."""
+        if not self.user.everything:
+            raise InputError("Only Burrow's own maintenance commands can hand conversations over.")
+        found = self._accounts.find(to)
+        if len(found) != 1:
+            raise InputError(f"No user {to!r:.80} has signed in yet: they must sign in once first." if not found
+                             else f"{to!r:.80} names {len(found)} users: give a subject instead.")
+        key = valid_id(partition_key) if partition_key is not None else None
+        return found[0].subject, self._catalog.hand_over(from_owner, found[0].subject, key)

@@ -5,6 +5,9 @@
     burrow import FILE            (prints the new conversation ids, one a line)
     burrow prune [--dry-run]      (deletes conversations idle past BURROW_RETENTION_DAYS, not pinned ones;
                                    prints each: id, last activity, title)
+    burrow owner --to USER [--from SUBJECT] [--conversation ID]
+                                  (hands conversations to a user who has signed in: by default all of
+                                   the local user's, i.e. those from before sign-in was switched on)
 
 Long work shows a progress bar on stderr when it is a terminal.
 
@@ -26,6 +29,7 @@ from rich.console import Console
 
 from core.errors import BurrowError, InputError, StorageError
 from core.settings import Settings, SettingsError, read_secrets_file
+from core.users import MAINTENANCE
 
 log = logging.getLogger("core.cli")
 EXIT_INPUT, EXIT_USAGE, EXIT_STORAGE = 1, 2, 3
@@ -55,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
                                  "days (with its tracker files), except pinned ones; print each one. The app and "
                                  "the API server also do this on start and every hour.")
     pruned.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    owner = commands.add_parser("owner", help="hand conversations over to a signed-in user",
+                                description="Give conversations to a user (their e-mail or subject; they must "
+                                "have signed in once). By default every conversation of the local user: those "
+                                "saved before BURROW_AUTH was switched on.")
+    owner.add_argument("--to", required=True, help="the new owner: e-mail or subject")
+    owner.add_argument("--from", dest="from_owner", default="local", help="the current owner's subject (default local)")
+    owner.add_argument("--conversation", help="only this conversation")
     found = commands.add_parser("search", help="search message text and titles, print id, title and snippet per hit",
                                 description="Full-text search (any text: never parsed as syntax); one line per "
                                 "conversation, best first: id, title, snippet (matches in [brackets]).")
@@ -95,6 +106,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "prune":
             _prune(service, args.dry_run)
+        elif args.command == "owner":
+            subject, moved = service.as_user(MAINTENANCE).hand_over(args.to, args.from_owner, args.conversation)
+            print(f"{moved} conversation(s) now belong to {subject}")
         elif args.command == "search":
             _search(service, args.query, args.limit)
         elif args.command == "import":

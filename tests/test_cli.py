@@ -136,3 +136,22 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(database, tmp_path):
     piped = subprocess.run([script, "export", "--all", "-o", str(tmp_path / "b.zip")], capture_output=True,
                            env=env, timeout=60)
     assert (piped.returncode, piped.stderr) == (0, b"")
+
+
+def test_owner_hands_the_local_users_conversations_to_a_signed_in_user(database, capsys):
+    """`burrow owner`: what was saved before sign-in goes to a user who has signed in, no one else's."""
+    from core.users import User
+
+    service = ChatService.from_settings(Settings(database_url=database, tracker_project=None), model=OfflineModel(0))
+    try:
+        alice = User("oidc:https://id.example|alice", "alice@example.com", "Alice")
+        old = service.new_conversation_id()
+        "".join(service.send(old, "from before sign-in"))
+        service.signed_in(alice)
+        assert main(["owner", "--to", "nobody@example.com"]) == 1
+        assert main(["owner", "--to", "ALICE@example.com"]) == 0
+        assert "2 conversation(s) now belong to oidc:https://id.example|alice" in capsys.readouterr().out
+        assert {c.partition_key for c in service.as_user(alice).conversations()} == {old, "c1"}
+        assert service.conversations() == []
+    finally:
+        service.close()
