@@ -6,15 +6,11 @@ key that way, so the token is the key there); without a valid one every route bu
 """
 from __future__ import annotations
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from core.chat import ChatService, valid_id
 from core.errors import InputError
 from server.errors import ApiProblem
-
-bearer = HTTPBearer(auto_error=False, description="A personal API token (made in Burrow's UI); not needed "
-                                                  "when Burrow runs without sign-in (BURROW_AUTH=none)")
 
 
 def base_service(request: Request) -> ChatService:
@@ -22,12 +18,14 @@ def base_service(request: Request) -> ChatService:
     return request.app.state.service
 
 
-def get_service(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ChatService:
-    """The service acting for the caller; 401 outside BURROW_AUTH=none without a valid token."""
+def get_service(request: Request) -> ChatService:
+    """The service acting for the caller; 401 outside BURROW_AUTH=none without a valid token. The header
+    is read here, not declared as an OpenAPI security scheme: without sign-in no route needs one."""
     service: ChatService = request.app.state.service
     if service.settings.auth == "none":
         return service
-    user = service.user_for_token(credentials.credentials) if credentials is not None else None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    user = service.user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if user is None:
         raise ApiProblem(401, "Sign in with an API token: send `Authorization: Bearer <token>` (make one in "
                               "Burrow's UI, under API tokens).", headers={"WWW-Authenticate": "Bearer"})

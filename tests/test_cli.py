@@ -105,11 +105,11 @@ def test_a_bad_setting_exits_2_naming_it(monkeypatch, capsys, tmp_path):
 def test_the_installed_script_has_help_on_each_command():
     script = Path(sys.executable).parent / "burrow"
     assert script.exists(), "pip install -e . installs the burrow script (pyproject [project.scripts])"
-    for args in ([], ["export"], ["import"]):
+    for args in ([], ["export"], ["import"], ["search"], ["owner"]):
         done = subprocess.run([str(script), *args, "--help"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "usage: burrow" in done.stdout
     assert "--format" in subprocess.run([str(script), "export", "--help"], capture_output=True, text=True).stdout
-    unknown = subprocess.run([str(script), "search", "x"], capture_output=True, text=True, timeout=60)
+    unknown = subprocess.run([str(script), "serach", "x"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 
 

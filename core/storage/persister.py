@@ -36,7 +36,7 @@ from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (fast_save, find_app, find_branch_snapshot, find_latest_snapshot, insert_app,
                                insert_snapshot, read_state)
 from core.storage.schema import LOCAL_OWNER, App
-from core.storage.search import first_new, index_messages
+from core.storage.search import first_new, grew_only, index_messages, rows_to_index
 from core.storage.serde import Remembered, deserialize_state, serialize_state
 
 
@@ -141,18 +141,21 @@ class SnapshotStore:
         if cached is None or sequence_id <= cached[0]:
             return None
         enc = encode(serialized, sequence_id, cached[1], cached[2])
-        if enc.merged or _new_messages(cached[2], enc.manifest):
-            return None  # a merge deletes rows first; new messages are indexed for search (a second statement)
-        return (cached[0], enc)
+        before, after = cached[2].lists.get(HISTORY), enc.manifest.lists.get(HISTORY)
+        if enc.merged or (_new_messages(cached[2], enc.manifest) and not grew_only(before, after)):
+            return None  # a merge, or a rewritten history's search rows, deletes rows first
+        history = serialized.get(HISTORY)
+        rows = rows_to_index(history, before[1]) if after is not None and before and isinstance(history, list) else []
+        return (cached[0], enc, rows)
 
     def _write_fast(self, conn: Connection, plan: tuple, key: str, app_id: str, sequence_id: int, position: str,
                     serialized: dict, status: str) -> Manifest | None:
         """The planned save in one statement; None, with nothing written, if the branch moved meanwhile
         (then the general path decides, under the branch's lock, exactly as without this shortcut)."""
-        expected, enc = plan
+        expected, enc, search_rows = plan
         now = datetime.now(timezone.utc)
         step = step_row(key, app_id, now, serialized, enc.written_bytes, self._owner_of(key))
-        saved = fast_save(conn, expected, sequence_id, position, status, now, enc, step)
+        saved = fast_save(conn, expected, sequence_id, position, status, now, enc, step, search_rows)
         return None if saved is None else enc.manifest
 
     def _write(self, conn: Connection, key: str, app_id: str, sequence_id: int, position: str,

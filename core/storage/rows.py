@@ -16,10 +16,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from core.storage.catalog import STEP_COLUMNS, step_upsert_from
 from core.storage.listcache import Branch, CachedList, ListPrefixCache
-from core.storage.schema import App, ListItem, Snapshot, StateValue
+from core.storage.schema import App, ListItem, SearchMessage, Snapshot, StateValue
 from core.storage.codec import HAS_SERDE_MARKER, EncodedSnapshot, Manifest, assemble_list, decode
 
-_apps, _snaps, _values, _chunks = (m.__table__ for m in (App, Snapshot, StateValue, ListItem))
+_apps, _snaps, _values, _chunks, _search = (m.__table__ for m in (App, Snapshot, StateValue, ListItem, SearchMessage))
 
 _FIND_APP = select(_apps.c.id, _apps.c.last_sequence_id, _apps.c.created_at).where(
     _apps.c.partition_key == bindparam("b_key"), _apps.c.app_id == bindparam("b_app"))
@@ -119,7 +119,12 @@ def _fast_save() -> Any:
                 latest_app_id=_typed("b_app", String), stored_bytes=_typed("b_stored", Integer),
                 owner=_typed("c_owner", String))
     catalog = step_upsert_from(select(*(step[c] for c in STEP_COLUMNS)).select_from(_cross(ids, moved))).cte("catalog")
-    return select(snapshot.c.id).add_cte(new_values, new_chunks, catalog)
+    # the messages this step appended, for full-text search (search.py; PostgreSQL's GIN index is on content)
+    found = _unnest(("sidx", Integer), ("srole", String), ("stext", Text))
+    new_search = insert(_search).from_select(["partition_key", "app_id", "idx", "role", "content"], select(
+        _typed("b_key", String), _typed("b_app", String), found.c.sidx, found.c.srole, found.c.stext,
+    ).select_from(_cross(moved, found))).cte("new_search")
+    return select(snapshot.c.id).add_cte(new_values, new_chunks, catalog, new_search)
 
 
 _FAST_SAVE = _fast_save()
@@ -179,9 +184,10 @@ def insert_snapshot(
 
 
 def fast_save(conn: Connection, expected: int, sequence_id: int, position: str, status: str, now: datetime,
-              enc: EncodedSnapshot, step: dict[str, Any]) -> int | None:
+              enc: EncodedSnapshot, step: dict[str, Any], search_rows: list[dict[str, Any]]) -> int | None:
     """`insert_snapshot` plus `record_step` in one statement (PostgreSQL), for a save without chunk merges
-    on top of snapshot `expected`. `step` is `catalog.step_row` of the save. Returns the snapshot id,
+    on top of snapshot `expected`. `step` is `catalog.step_row` of the save; `search_rows` the messages it
+    appended (search.rows_to_index). Returns the snapshot id,
     or None, having written nothing, when the branch is missing or has moved past `expected`."""
     chunks = enc.chunks
     params = {
@@ -191,7 +197,9 @@ def fast_save(conn: Connection, expected: int, sequence_id: int, position: str, 
         "c_owner": step["owner"],
         "a_key": [k for k, _ in enc.values], "a_data": [d for _, d in enc.values],
         "a_ckey": [c.key for c in chunks], "a_gen": [c.generation for c in chunks], "a_idx": [c.start for c in chunks],
-        "a_count": [c.count for c in chunks], "a_cdata": [c.data for c in chunks]}
+        "a_count": [c.count for c in chunks], "a_cdata": [c.data for c in chunks],
+        "a_sidx": [r["i"] for r in search_rows], "a_srole": [r["r"] for r in search_rows],
+        "a_stext": [r["c"] for r in search_rows]}
     return conn.execute(_FAST_SAVE, params).scalar()
 
 

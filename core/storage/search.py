@@ -52,6 +52,18 @@ def first_new(prev_entry: list | None, entry: list | None) -> int:
     return min(prev_entry[1], entry[1])
 
 
+def rows_to_index(history: list, start: int) -> list[dict[str, Any]]:
+    """history[start:] as search rows: index `i`, role `r`, cleaned text `c` (messages with text only)."""
+    return [{"i": i, "r": str(m.get("role", ""))[:32], "c": plain_text(m["content"])}
+            for i, m in enumerate(history[start:], start)
+            if isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"]]
+
+
+def grew_only(prev_entry: list | None, entry: list | None) -> bool:
+    """True when this step only appended to chat_history (same generation): nothing to delete first."""
+    return entry is not None and prev_entry is not None and prev_entry[0] == entry[0] and entry[1] >= prev_entry[1]
+
+
 def index_messages(conn: Connection, key: str, app_id: str, history: Any, start: int) -> None:
     """Indexes history[start:] of branch (key, app_id), replacing rows at or past `start` (same transaction)."""
     if not isinstance(history, list):
@@ -62,9 +74,7 @@ def index_messages(conn: Connection, key: str, app_id: str, history: Any, start:
         conn.execute(text("DELETE FROM burrow_search_fts WHERE rowid IN (SELECT id FROM burrow_search_messages "
                           "WHERE partition_key = :k AND app_id = :a AND idx >= :s)"), place)
     conn.execute(text("DELETE FROM burrow_search_messages WHERE partition_key = :k AND app_id = :a AND idx >= :s"), place)
-    rows = [{"k": key, "a": app_id, "i": i, "r": str(m.get("role", ""))[:32], "c": plain_text(m["content"])}
-            for i, m in enumerate(history[start:], start)
-            if isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"]]
+    rows = [dict(row, k=key, a=app_id) for row in rows_to_index(history, start)]
     if not rows:
         return
     conn.execute(text("INSERT INTO burrow_search_messages (partition_key, app_id, idx, role, content) "
