@@ -252,8 +252,11 @@ def test_a_database_error_in_a_page_is_logged_once(app_env, caplog):
     broken = create_engine(f"sqlite:///{app_env / 'burrow.db'}")
     try:  # the database loses its tables under the running app (a restore gone wrong, another program)
         with broken.begin() as conn:
-            for table in [t for t in conn.dialect.get_table_names(conn) if t.startswith("burrow_")]:
-                conn.execute(text(f"DROP TABLE {table}"))
+            names = [t for t in conn.dialect.get_table_names(conn) if t.startswith("burrow_")]
+            # the FTS5 table first: dropping it drops its shadow tables (burrow_search_fts_*) with it
+            for table in sorted(names, key=lambda t: t != "burrow_search_fts"):
+                if table == "burrow_search_fts" or not table.startswith("burrow_search_fts_"):
+                    conn.execute(text(f"DROP TABLE {table}"))
     finally:
         broken.dispose()
     caplog.clear()
