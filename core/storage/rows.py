@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (Connection, DateTime, Integer, LargeBinary, String, Text, bindparam, cast, delete, false, func,
                         insert, true, literal_column, select, tuple_, union_all, update)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from core.storage.catalog import STEP_COLUMNS, step_upsert_from
@@ -121,9 +122,13 @@ def _fast_save() -> Any:
     catalog = step_upsert_from(select(*(step[c] for c in STEP_COLUMNS)).select_from(_cross(ids, moved))).cte("catalog")
     # the messages this step appended, for full-text search (search.py; PostgreSQL's GIN index is on content)
     found = _unnest(("sidx", Integer), ("srole", String), ("stext", Text))
-    new_search = insert(_search).from_select(["partition_key", "app_id", "idx", "role", "content"], select(
+    # a message index may have a row already (the list once shrank, then grew again): the new text wins
+    new_search = postgresql.insert(_search).from_select(["partition_key", "app_id", "idx", "role", "content"], select(
         _typed("b_key", String), _typed("b_app", String), found.c.sidx, found.c.srole, found.c.stext,
-    ).select_from(_cross(moved, found))).cte("new_search")
+    ).select_from(_cross(moved, found)))
+    new_search = new_search.on_conflict_do_update(
+        index_elements=[_search.c.partition_key, _search.c.app_id, _search.c.idx],
+        set_=dict(role=new_search.excluded.role, content=new_search.excluded.content)).cte("new_search")
     return select(snapshot.c.id).add_cte(new_values, new_chunks, catalog, new_search)
 
 
