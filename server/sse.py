@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -113,7 +114,8 @@ def stream_response(run: Run, after: int, keepalive: float, headers: dict[str, s
     return StreamingResponse(event_stream(run, after, keepalive), status_code=status_code,
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                      "X-Burrow-Run": run.id, **(headers or {})})
+                                      "X-Burrow-Run": run.id, "X-Burrow-Process": str(os.getpid()),
+                                      **(headers or {})})  # X-Burrow-Process: which of several workers
 
 
 def run_result(run: Run) -> dict[str, Any]:
