@@ -40,8 +40,9 @@ def render(user: User, settings: Settings) -> None:
     """The user's name and, with OpenID Connect, Sign out (a proxy signs out on its own pages)."""
     if settings.auth == "none":
         return
-    with st.sidebar:
-        st.divider()
+    # A bordered box rather than a divider: on a page with nothing else in the sidebar (API tokens) a
+    # divider drew a second line under the navigation's own, with an empty band between the two.
+    with st.sidebar, st.container(border=True, key="account"):
         st.caption(f":material/account_circle: Signed in as **{_plain(user.label)}**"
                    + (" · admin" if user.admin else ""))
         if settings.auth == "oidc":

@@ -172,48 +172,58 @@ def test_sign_out_returns_to_the_sign_in_page_and_shows_no_conversation(browser:
 
 
 # ---- what people see: sign-in and API tokens, light and dark, wide and narrow ------------------
-VIEWPORTS = {1400: 900, 400: 860}
+WIDE, NARROW = {"width": 1400, "height": 900}, {"width": 400, "height": 860}
 
 
-def test_screenshots_of_sign_in_and_api_tokens(browser: Browser, alice_context: BrowserContext,
-                                               oidc_app: StreamlitServer):
+def test_screenshots_and_a_new_token_is_shown_only_once(browser: Browser, alice_context: BrowserContext,
+                                                        chats: dict[str, str], oidc_app: StreamlitServer):
+    """Each theme: the sign-in page (wide, then narrow), the Chat page's sidebar, and API tokens with a
+    token just made (wide, then narrow after a reload, which must no longer show the first token)."""
     signed_in = alice_context.storage_state()
     for scheme in ("light", "dark"):
-        for width, height in VIEWPORTS.items():
-            options = {"color_scheme": scheme, "viewport": {"width": width, "height": height}}
-            _shoot_sign_in(browser, oidc_app, options, f"sign-in-{scheme}-{width}")
-            _shoot_tokens(browser, oidc_app, {**options, "storage_state": signed_in}, f"tokens-{scheme}-{width}")
+        page = browser.new_page(color_scheme=scheme, viewport=WIDE)
+        try:
+            open_signed_out(page, oidc_app)
+            _shoot(page, f"sign-in-{scheme}-1400")
+            page.set_viewport_size(NARROW)
+            _shoot(page, f"sign-in-{scheme}-400")
+        finally:
+            page.context.close()
+        page = browser.new_page(color_scheme=scheme, viewport=WIDE, storage_state=signed_in)
+        try:
+            page.goto(local_url(oidc_app) + f"?c={chats['alice']}")
+            wait_idle(page)
+            expect(sidebar(page)).to_contain_text("Signed in as Alice Liddell")
+            expect(chat_input(page)).to_be_visible()
+            expect(sidebar(page).get_by_role("button", name="Sign out")).to_be_visible()
+            _shoot(page, f"chat-{scheme}-1400")
+            first = _new_token(page, oidc_app, f"laptop script ({scheme})")
+            _shoot(page, f"tokens-{scheme}-1400")
+            page.set_viewport_size(NARROW)
+            second = _new_token(page, oidc_app, f"phone ({scheme})")
+            assert second != first
+            expect(page.locator("body")).not_to_contain_text(first)  # shown once: gone after the reload
+            _shoot(page, f"tokens-{scheme}-400")
+            expect_no_traceback(page)
+        finally:
+            page.context.close()
 
 
-def _shoot_sign_in(browser: Browser, server: StreamlitServer, options: dict, name: str) -> None:
-    context = browser.new_context(**options)
-    try:
-        page = context.new_page()
-        open_signed_out(page, server)
-        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-        save_screenshot(page, name, SHOTS)
-    finally:
-        context.close()
+def _new_token(page: Page, server: StreamlitServer, name: str) -> str:
+    """Opens API tokens, makes a token named `name`, returns the token the page shows (once)."""
+    page.goto(local_url(server, "tokens"))
+    wait_idle(page)
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_text("Copy it now")).to_be_visible()
+    expect(page.get_by_text(name, exact=True)).to_be_visible()
+    token = page.get_by_test_id("stCode").inner_text().strip()
+    assert token.startswith("burrow_") and len(token) >= 30
+    wait_idle(page)
+    return token
 
 
-def _shoot_tokens(browser: Browser, server: StreamlitServer, options: dict, name: str) -> None:
-    """Makes a token (shown once, so it is on the picture), then checks a reload no longer shows it."""
-    context = browser.new_context(**options)
-    try:
-        page = context.new_page()
-        page.goto(local_url(server, "tokens"))
-        wait_idle(page)
-        page.get_by_label("Name").fill(f"script {name}")
-        page.get_by_role("button", name="Create token").click()
-        expect(page.get_by_text("Copy it now")).to_be_visible()
-        token = page.get_by_test_id("stCode").inner_text().strip()
-        assert len(token) >= 20
-        wait_idle(page)
-        save_screenshot(page, name, SHOTS)
-        page.reload()
-        wait_idle(page)
-        expect(page.get_by_text(f"script {name}")).to_be_visible()
-        expect(page.locator("body")).not_to_contain_text(token)
-        expect_no_traceback(page)
-    finally:
-        context.close()
+def _shoot(page: Page, name: str) -> None:
+    """A screenshot without the pointer resting on a button (its hover colour is not the page's)."""
+    page.mouse.move(0, 0)
+    save_screenshot(page, name, SHOTS)

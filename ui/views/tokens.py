@@ -26,7 +26,7 @@ with st.form("tokens_create", clear_on_submit=True):
 
 if (token := st.session_state.pop(_NEW, None)) is not None:
     st.success("Your new token. Copy it now: it is not shown again.", icon=":material/check_circle:")
-    st.code(token, language=None)
+    st.code(token, language=None, wrap_lines=True)  # whole on a phone too, not cut off at the edge
 
 tokens = service.tokens()
 if not tokens:
