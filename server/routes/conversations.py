@@ -156,6 +156,8 @@ def send_message(body: NewMessage, request: Request, cid: str = Depends(conversa
     if len(body.content) > limit:
         raise ApiProblem(413, f"The message has {len(body.content):,} characters; the limit is {limit:,}.",
                          limit=limit)
+    if cid not in pending_of(request, service) and service.conversation(cid) is None:
+        raise ApiProblem(404, f"No conversation {cid!r}.")  # create it first (POST /conversations)
     expected_messages = None
     if body.expected_sequence_id is not None:
         view = service.open(cid, body.branch)

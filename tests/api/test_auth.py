@@ -42,7 +42,7 @@ def test_another_users_conversation_is_not_found_like_an_unknown_id(api):
         assert alice.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"}).status_code == 200
         unknown = api.service.new_conversation_id()
         for method, suffix, body in (("GET", "", None), ("PATCH", "", {"title": "mine"}), ("DELETE", "", None),
-                                     ("GET", "/messages", None), ("GET", "/branches", None)):
+                                     ("GET", "/messages", None), ("GET", "/steps", None)):
             theirs = bob.request(method, f"/api/v1/conversations/{cid}{suffix}", json=body)
             never = bob.request(method, f"/api/v1/conversations/{unknown}{suffix}", json=body)
             assert theirs.status_code == never.status_code == 404, (method, suffix, theirs.text)
@@ -66,3 +66,88 @@ def test_the_token_is_the_openai_sdks_key_and_limits_are_per_user(api):
     with openai.OpenAI(base_url=f"{api.url}/v1", api_key="sk-wrong", max_retries=0, timeout=10) as stranger:
         with pytest.raises(openai.AuthenticationError):
             stranger.models.list()
+
+
+# Every operation that takes an id, with a body it accepts: the test below fails for a new route that
+# is not listed here, so a route added later cannot be left unchecked.
+BODIES: dict[tuple[str, str], dict | None] = {
+    ("GET", "/api/v1/conversations/{conversation_id}"): None,
+    ("PATCH", "/api/v1/conversations/{conversation_id}"): {"title": "mine now"},
+    ("DELETE", "/api/v1/conversations/{conversation_id}"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/messages"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"content": "bob was here"},
+    ("POST", "/api/v1/conversations/{conversation_id}/retry"): {},
+    ("GET", "/api/v1/conversations/{conversation_id}/steps"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/steps/{sequence_id}"): None,
+    ("POST", "/api/v1/conversations/{conversation_id}/forks"): {"branch": "BRANCH", "sequence_id": 1},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/{index}/edit"): {"content": "bob's edit"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages/{index}/regenerate"): {},
+    ("GET", "/api/v1/conversations/{conversation_id}/versions"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/tree"): None,
+    ("PUT", "/api/v1/conversations/{conversation_id}/messages/{index}/feedback"): {"thumbs_up": False},
+    ("GET", "/api/v1/conversations/{conversation_id}/feedback"): None,
+    ("GET", "/api/v1/conversations/{conversation_id}/export"): None,
+    ("PUT", "/api/v1/conversations/{conversation_id}/pin"): {"pinned": True},
+    ("GET", "/api/v1/runs/{run_id}/events"): None,
+    ("POST", "/api/v1/runs/{run_id}/stop"): None,
+}
+
+
+def operations_with_ids(api) -> list[tuple[str, str]]:
+    spec = httpx.get(api.url + "/openapi.json", timeout=10).json()
+    return sorted((method.upper(), path) for path, ops in spec["paths"].items() for method in ops if "{" in path)
+
+
+def same_answer(theirs: httpx.Response, never: httpx.Response, theirs_id: str, unknown_id: str) -> bool:
+    """The same status and the same words, the id aside: nothing tells the two apart."""
+    def words(response: httpx.Response) -> str:
+        return response.text.replace(theirs_id, "ID").replace(unknown_id, "ID")
+    return theirs.status_code == never.status_code == 404 and words(theirs) == words(never)
+
+
+def test_every_route_with_an_id_treats_another_users_id_as_unknown(api):
+    """Bob tries each operation on Alice's conversation and run, then on ids that do not exist; the
+    answers must match, and Alice's conversation must be as she left it."""
+    assert sorted(BODIES) == operations_with_ids(api), "a route with an id is not in BODIES"
+    with as_user(api, token_of(api, ALICE)) as alice, as_user(api, token_of(api, BOB)) as bob:
+        cid = alice.post("/api/v1/conversations", json={"title": "Alice's plans"}).json()["id"]
+        sent = alice.post(f"/api/v1/conversations/{cid}/messages", json={"content": "zanzibar secret"}).json()
+        before = alice.get(f"/api/v1/conversations/{cid}/messages").json()
+        run_id = sent["run_id"]
+        unknown, unknown_run = api.service.new_conversation_id(), "0" * len(run_id)
+        tried = []
+        for (method, path), body in BODIES.items():
+            if body and body.get("branch") == "BRANCH":
+                body = {**body, "branch": before["branch"]}
+            theirs_id, never_id = (run_id, unknown_run) if "{run_id}" in path else (cid, unknown)
+            def url(key: str) -> str:
+                return path.format(conversation_id=key, run_id=key, sequence_id=1, index=1)
+            theirs = bob.request(method, url(theirs_id), json=body)
+            never = bob.request(method, url(never_id), json=body)
+            assert same_answer(theirs, never, theirs_id, never_id), (method, path, theirs.text, never.text)
+            tried.append((method, path, theirs.status_code))
+        assert len(tried) == len(BODIES)
+        after = alice.get(f"/api/v1/conversations/{cid}/messages").json()
+        assert after == before and alice.get(f"/api/v1/conversations/{cid}").json()["title"] == "Alice's plans"
+        assert api.service.signed_in(ALICE).feedback_of_conversation(cid) == []  # Bob's thumbs-down is not there
+        assert not alice.get(f"/api/v1/conversations/{cid}").json()["pinned"]
+
+
+def test_search_export_and_the_openai_facade_never_show_another_users_conversation(api):
+    with as_user(api, token_of(api, ALICE)) as alice, as_user(api, token_of(api, BOB)) as bob:
+        cid = alice.post("/api/v1/conversations", json={}).json()["id"]
+        alice.post(f"/api/v1/conversations/{cid}/messages", json={"content": "quetzalcoatl feathers"})
+        assert [hit["conversation_id"] for hit in alice.get("/api/v1/search", params={"q": "quetzalcoatl"})
+                .json()["hits"]] == [cid]
+        assert bob.get("/api/v1/search", params={"q": "quetzalcoatl"}).json()["hits"] == []
+        assert "quetzalcoatl" not in bob.get("/api/v1/export").text
+        facade = bob.post("/v1/chat/completions", headers={"X-Burrow-Conversation": cid},
+                          json={"model": "burrow", "messages": [{"role": "user", "content": "and?"}]})
+        never = bob.post("/v1/chat/completions", headers={"X-Burrow-Conversation": api.service.new_conversation_id()},
+                         json={"model": "burrow", "messages": [{"role": "user", "content": "and?"}]})
+        assert facade.status_code == never.status_code == 404
+    assert len(alice_messages(api, cid)) == 2
+
+
+def alice_messages(api, cid: str) -> list:
+    return api.service.signed_in(ALICE).open(cid).messages

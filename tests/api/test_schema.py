@@ -39,8 +39,9 @@ def server_errors_but(allowed: Iterable[int]):
 
 
 def fuzz(base_url: str, only: Iterable[str] | None = None, allowed_5xx: Iterable[int] = (),
-         examples: int = EXAMPLES) -> list[str]:
-    """Runs every (or each named) operation in both modes; returns the failures found, as text."""
+         examples: int = EXAMPLES, conversation: str | None = None) -> list[str]:
+    """Runs every (or each named) operation in both modes; returns the failures found, as text.
+    `conversation`: an existing id every generated request uses (else ids are generated, mostly unknown)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     session, failures, seen = requests.Session(), [], set()
     for result in schema.get_all_operations():
@@ -54,6 +55,8 @@ def fuzz(base_url: str, only: Iterable[str] | None = None, allowed_5xx: Iterable
             @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                       phases=[Phase.generate], suppress_health_check=list(HealthCheck))
             def run(case) -> None:
+                if conversation and "conversation_id" in (case.path_parameters or {}):
+                    case.path_parameters["conversation_id"] = conversation
                 case.call_and_validate(session=session, excluded_checks=excluded,
                                        additional_checks=[server_errors_but(allowed_5xx)])
             try:
@@ -78,8 +81,9 @@ def test_every_generated_request_gets_a_documented_answer(start_api, database_ur
 
 
 def test_with_the_model_down_sending_is_502_and_still_as_documented(api, llm_server):
+    cid = requests.post(f"{api.url}/api/v1/conversations", json={}, timeout=10).json()["id"]
     llm_server.fail_next(500, times=10_000)
-    failures = fuzz(api.url, only=SENDING, allowed_5xx={502})
+    failures = fuzz(api.url, only=SENDING, allowed_5xx={502}, conversation=cid)
     assert not failures, "\n\n".join(failures)
     assert llm_server.requests, "no generated request reached the model: the test proved nothing"
 
