@@ -36,7 +36,7 @@ from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (fast_save, find_app, find_branch_snapshot, find_latest_snapshot, insert_app,
                                insert_snapshot, read_state)
 from core.storage.schema import LOCAL_OWNER, App
-from core.storage.search import first_new, grew_only, index_messages, rows_to_index
+from core.storage.search import index_step, rewrites, rows_to_index
 from core.storage.serde import Remembered, deserialize_state, serialize_state
 
 
@@ -142,7 +142,7 @@ class SnapshotStore:
             return None
         enc = encode(serialized, sequence_id, cached[1], cached[2])
         before, after = cached[2].lists.get(HISTORY), enc.manifest.lists.get(HISTORY)
-        if enc.merged or (_new_messages(cached[2], enc.manifest) and not grew_only(before, after)):
+        if enc.merged or rewrites(before, after):
             return None  # a merge, or a rewritten history's search rows, deletes rows first
         history = serialized.get(HISTORY)
         rows = rows_to_index(history, before[1]) if after is not None and before and isinstance(history, list) else []
@@ -178,8 +178,9 @@ class SnapshotStore:
         enc = encode(serialized, sequence_id, previous, prev_manifest)
         snapshot_id, stored = insert_snapshot(conn, app_ref, sequence_id, position, status, now, enc)
         record_step(conn, key, app_id, snapshot_id, now, serialized, stored, self._owner_of(key))
-        if _new_messages(prev_manifest, enc.manifest):
-            index_messages(conn, key, app_id, serialized.get(HISTORY), _first_new(prev_manifest, enc.manifest))
+        index_step(conn, key, app_id, (prev_manifest.lists.get(HISTORY) if prev_manifest else None,
+                                       enc.manifest.lists.get(HISTORY)),
+                   ((previous or {}).get(HISTORY), serialized.get(HISTORY)), forked_from, app is None)
         return enc.manifest
 
     def _previous(self, conn: Connection, branch: Branch, last_seq: int) -> tuple:
@@ -325,16 +326,6 @@ class SQLAlchemyPersister(SnapshotStore, BaseStatePersister):
 
 
 HISTORY = "chat_history"  # the list whose messages are indexed for search
-
-
-def _first_new(prev: Manifest | None, manifest: Manifest) -> int:
-    return first_new(prev.lists.get(HISTORY) if prev is not None else None, manifest.lists.get(HISTORY))
-
-
-def _new_messages(prev: Manifest | None, manifest: Manifest) -> bool:
-    """Whether this step wrote chat_history items (grew it, or rewrote it) that search must index."""
-    entry = manifest.lists.get(HISTORY)
-    return entry is not None and _first_new(prev, manifest) < entry[1]
 
 
 class _Loaded:

@@ -1,11 +1,14 @@
-"""Full-text search over message text and titles, inside the database Burrow already has.
+"""Full-text search over message text and titles, inside the database Burrow already has (schema 0009).
 
-SQLite: an FTS5 table (`burrow_search_fts`, rowid = burrow_search_messages.id), bm25 ranking, snippet().
-PostgreSQL: a GIN index over to_tsvector('simple', content), ts_rank, ts_headline.
-Rows are written by the persister's save transaction (`index_messages`): only the messages a step
-added to its branch's chat_history; a rewritten history replaces the branch's rows from where it changed.
-A fork's first save indexes its whole history under its own app_id (hits are one per conversation).
-User input is always text: each word is quoted for FTS5 and passed through plainto_tsquery on PostgreSQL.
+SQLite: the external-content FTS5 table `burrow_search_fts` over burrow_search_messages (rowid = id),
+bm25 ranking, snippet(). PostgreSQL: a stored `tsvector` column (`tsv`, generated from content) with a
+GIN index, ts_rank, ts_headline. Rows are written in the save's transaction (search_index.py), once per
+conversation: a fork indexes only what it added beyond its fork point.
+
+A query ranks a bounded candidate set: the owner's CANDIDATES most recent matching messages (all of
+them for a rarer word; for a word in more messages than that, the best of the newest), keeps the best
+hit per conversation, and makes snippets for the returned hits only.
+User input is always text: each word is quoted for FTS5 and for to_tsquery, all required, the last a prefix.
 """
 from __future__ import annotations
 
@@ -16,16 +19,16 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from core.text import plain_text
+from core.storage.search_index import (common_prefix, first_new, forget_conversation, grew_only, index_messages,
+                                       index_step, rewrites, rows_to_index)
+
+__all__ = ["MARK_START", "MARK_END", "CANDIDATES", "SearchRow", "SearchStore", "search", "terms", "common_prefix",
+           "first_new", "forget_conversation", "grew_only", "index_messages", "index_step", "rewrites", "rows_to_index"]
 
 MARK_START, MARK_END = "\x02", "\x03"  # highlight marks in snippets (control chars: never in cleaned text)
 MAX_TERMS, MAX_QUERY_CHARS = 16, 500
+CANDIDATES = 2000  # matching messages ranked per query, newest first: bounds what a common word costs
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS burrow_search_fts USING fts5(content, "
-           "tokenize = 'unicode61 remove_diacritics 2')")
-PG_INDEX_DDL = ("CREATE INDEX IF NOT EXISTS ix_burrow_search_messages_tsv ON burrow_search_messages "
-                "USING gin (to_tsvector('simple', content))")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,53 +48,6 @@ def terms(query: str) -> list[str]:
     return _WORD.findall(query[:MAX_QUERY_CHARS].lower())[:MAX_TERMS]
 
 
-def first_new(prev_entry: list | None, entry: list | None) -> int:
-    """Index of the first chat_history item this step wrote: the previous length when the list only grew."""
-    if entry is None or prev_entry is None or prev_entry[0] != entry[0]:
-        return 0
-    return min(prev_entry[1], entry[1])
-
-
-def rows_to_index(history: list, start: int) -> list[dict[str, Any]]:
-    """history[start:] as search rows: index `i`, role `r`, cleaned text `c` (messages with text only)."""
-    return [{"i": i, "r": str(m.get("role", ""))[:32], "c": plain_text(m["content"])}
-            for i, m in enumerate(history[start:], start)
-            if isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"]]
-
-
-def grew_only(prev_entry: list | None, entry: list | None) -> bool:
-    """True when this step only appended to chat_history (same generation): nothing to delete first."""
-    return entry is not None and prev_entry is not None and prev_entry[0] == entry[0] and entry[1] >= prev_entry[1]
-
-
-def index_messages(conn: Connection, key: str, app_id: str, history: Any, start: int) -> None:
-    """Indexes history[start:] of branch (key, app_id), replacing rows at or past `start` (same transaction)."""
-    if not isinstance(history, list):
-        return
-    sqlite = conn.dialect.name == "sqlite"
-    place = {"k": key, "a": app_id, "s": start}
-    if sqlite:
-        conn.execute(text("DELETE FROM burrow_search_fts WHERE rowid IN (SELECT id FROM burrow_search_messages "
-                          "WHERE partition_key = :k AND app_id = :a AND idx >= :s)"), place)
-    conn.execute(text("DELETE FROM burrow_search_messages WHERE partition_key = :k AND app_id = :a AND idx >= :s"), place)
-    rows = [dict(row, k=key, a=app_id) for row in rows_to_index(history, start)]
-    if not rows:
-        return
-    conn.execute(text("INSERT INTO burrow_search_messages (partition_key, app_id, idx, role, content) "
-                      "VALUES (:k, :a, :i, :r, :c)"), rows)
-    if sqlite:
-        conn.execute(text("INSERT INTO burrow_search_fts (rowid, content) SELECT id, content FROM burrow_search_messages "
-                          "WHERE partition_key = :k AND app_id = :a AND idx >= :s"), place)
-
-
-def forget_conversation(conn: Connection, key: str) -> None:
-    """Removes a conversation's search rows (ConversationStore.delete's transaction)."""
-    if conn.dialect.name == "sqlite":
-        conn.execute(text("DELETE FROM burrow_search_fts WHERE rowid IN "
-                          "(SELECT id FROM burrow_search_messages WHERE partition_key = :k)"), {"k": key})
-    conn.execute(text("DELETE FROM burrow_search_messages WHERE partition_key = :k"), {"k": key})
-
-
 def _fts_match(words: list[str]) -> str:
     """An FTS5 query of quoted words, all required, the last one a prefix (search as you type)."""
     quoted = ['"' + w.replace('"', '""') + '"' for w in words]
@@ -99,26 +55,46 @@ def _fts_match(words: list[str]) -> str:
     return " AND ".join(quoted)
 
 
-_SQLITE = text(f"""
-SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
-       snippet(burrow_search_fts, 0, '{MARK_START}', '{MARK_END}', '…', 12) AS snip,
-       -bm25(burrow_search_fts) AS rank, c.updated_at
-FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
-JOIN burrow_conversations c ON c.partition_key = m.partition_key
-WHERE burrow_search_fts MATCH :q AND c.owner = :owner
-ORDER BY rank DESC LIMIT :scan""")
+def _pg_query(words: list[str]) -> str:
+    """A to_tsquery of the words as lexemes (quoted), all required, the last one a prefix."""
+    quoted = ["'" + w.replace("'", "''").replace("\\", "") + "'" for w in words]
+    quoted[-1] += ":*"
+    return " & ".join(quoted)
 
+
+# FTS5 walks the matches newest first (rowid DESC) and stops at :cand owned ones; bm25 is computed for
+# those only, snippet() for the :limit rows returned (FTS5 seeks each by rowid under the same MATCH).
+_SQLITE = text(f"""
+WITH cand AS MATERIALIZED (
+  SELECT burrow_search_fts.rowid AS id, m.partition_key AS pk, bm25(burrow_search_fts) AS score
+  FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
+  JOIN burrow_conversations c ON c.partition_key = m.partition_key
+  WHERE burrow_search_fts MATCH :q AND c.owner = :owner ORDER BY burrow_search_fts.rowid DESC LIMIT :cand),
+best AS MATERIALIZED (SELECT id, pk, min(score) AS score FROM cand GROUP BY pk ORDER BY score, id DESC LIMIT :limit)
+SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
+       snippet(burrow_search_fts, 0, '{MARK_START}', '{MARK_END}', '…', 12), -b.score, c.updated_at
+FROM best b JOIN burrow_search_fts ON burrow_search_fts.rowid = b.id JOIN burrow_search_messages m ON m.id = b.id
+JOIN burrow_conversations c ON c.partition_key = b.pk
+WHERE burrow_search_fts MATCH :q ORDER BY b.score, b.id DESC""")
+
+# The GIN index (or, for a word in most rows, the primary key backwards) finds the :cand newest owned
+# matches; ts_rank reads the stored tsvector of those only, ts_headline runs for the :limit returned.
 _PG = text(f"""
-WITH q AS (SELECT to_tsquery('simple', :q) AS q),
-hits AS (
-  SELECT m.*, ts_rank(to_tsvector('simple', m.content), q.q) AS rank FROM burrow_search_messages m, q
-  WHERE to_tsvector('simple', m.content) @@ q.q
+WITH q AS MATERIALIZED (SELECT to_tsquery('simple', :q) AS q),
+cand AS MATERIALIZED (
+  SELECT m.id, m.partition_key AS pk, m.tsv FROM burrow_search_messages m
+  WHERE m.tsv @@ (SELECT q FROM q)
     AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)
-  ORDER BY rank DESC LIMIT :scan)
-SELECT c.partition_key, c.title, h.app_id, h.idx, h.role,
-       ts_headline('simple', h.content, q.q, 'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8'),
-       h.rank, c.updated_at
-FROM hits h JOIN burrow_conversations c ON c.partition_key = h.partition_key, q ORDER BY h.rank DESC""")
+  ORDER BY m.id DESC LIMIT :cand),
+best AS MATERIALIZED (
+  SELECT DISTINCT ON (pk) id, pk, ts_rank(tsv, (SELECT q FROM q)) AS rank FROM cand ORDER BY pk, rank DESC, id DESC),
+top AS MATERIALIZED (SELECT * FROM best ORDER BY rank DESC, id DESC LIMIT :limit)
+SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
+       ts_headline('simple', m.content, (SELECT q FROM q),
+                   'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8'),
+       t.rank, c.updated_at
+FROM top t JOIN burrow_search_messages m ON m.id = t.id JOIN burrow_conversations c ON c.partition_key = t.pk
+ORDER BY t.rank DESC, t.id DESC""")
 
 _TITLES = text("""
 SELECT partition_key, title, updated_at FROM burrow_conversations
@@ -130,27 +106,17 @@ def _when(value: Any) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _pg_query(words: list[str]) -> str:
-    """A to_tsquery of the words as lexemes (quoted), all required, the last one a prefix."""
-    quoted = ["'" + w.replace("'", "''").replace("\\", "") + "'" for w in words]
-    quoted[-1] += ":*"
-    return " & ".join(quoted)
-
-
 def search(conn: Connection, owner: str, query: str, limit: int) -> list[SearchRow]:
     """The owner's best hit per conversation, best first, then conversations matching by title only."""
     words = terms(query)
     if not words or limit <= 0:
         return []
-    params = {"owner": owner, "scan": limit * 10 + 50}
+    params = {"owner": owner, "limit": limit, "cand": CANDIDATES}
     if conn.dialect.name == "sqlite":
         rows = conn.execute(_SQLITE, {**params, "q": _fts_match(words)}).all()
     else:
         rows = conn.execute(_PG, {**params, "q": _pg_query(words)}).all()
-    best: dict[str, SearchRow] = {}
-    for r in rows:
-        if r[0] not in best and len(best) < limit:
-            best[r[0]] = SearchRow(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), _when(r[7]))
+    best = {r[0]: SearchRow(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), _when(r[7])) for r in rows}
     if len(best) < limit:
         like = "%" + " ".join(words).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         for key, title, updated in conn.execute(_TITLES, {"owner": owner, "like": like, "limit": limit}):

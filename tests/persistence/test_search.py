@@ -1,6 +1,6 @@
-"""Full-text search (schema 0008) on SQLite and PostgreSQL: indexed by the save's transaction, ranked,
-snippets with marks, scoped to the owner, odd input never raises, deletion removes rows, forks and
-rewrites, and the migration indexes a database written at 0007."""
+"""Full-text search (schemas 0008, 0009) on SQLite and PostgreSQL: indexed by the save's transaction, ranked,
+snippets with marks, scoped to the owner, odd input never raises, deletion removes rows, rewrites, and
+the migration indexes a database written at 0007. Forks: tests/persistence/test_search_forks.py."""
 from __future__ import annotations
 
 import pytest
@@ -110,7 +110,7 @@ def test_the_migration_indexes_a_database_written_at_0007(db_url):
             if engine.dialect.name == "sqlite":
                 conn.execute(text("DROP TABLE burrow_search_fts"))
             conn.execute(text("UPDATE burrow_alembic_version SET version_num = '0007'"))
-        assert upgrade(engine) == ["0008"] and revision_of(engine) == [HEAD]
+        assert upgrade(engine) == ["0008", "0009"] and revision_of(engine) == [HEAD]
         assert schema_differences(engine) == []
         fresh = SQLAlchemyPersister(engine)
         assert len(rows_of(fresh, "c1")) == 80
