@@ -6,6 +6,7 @@ of anyone's is ever drawn for them, not even for a moment.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn
 
 import streamlit as st
@@ -14,6 +15,8 @@ from core.chat import ChatService
 from core.settings import Settings, SettingsError
 from core.users import LOCAL_USER, User, oidc_providers, oidc_user, proxy_user
 
+ICON = Path(__file__).with_name("static") / "burrow.svg"  # served by this server, like the page icon
+SIGN_IN_WIDTH = 440
 _REMEMBERED = "account_remembered"  # the subject whose sign-in this browser session has recorded
 
 
@@ -50,12 +53,16 @@ def render(user: User, settings: Settings) -> None:
 
 
 def _sign_in_page(providers: list[str | None]) -> NoReturn:
-    st.title("Sign in to Burrow")
-    st.write("Your conversations are private to you. Sign in to see them.")
-    for provider in providers:
-        label = "Sign in" if provider is None else f"Sign in with {provider.title()}"
-        st.button(label, type="primary", icon=":material/login:", key=f"sign_in_{provider or 'default'}",
-                  on_click=st.login, args=(() if provider is None else (provider,)))
+    """A small centred box: on a wide screen the bare title and button sat in the left half of the page."""
+    with st.container(horizontal_alignment="center"), st.container(border=True, width=SIGN_IN_WIDTH,
+                                                                     key="sign_in_box"):
+        st.image(ICON, width=48)
+        st.header("Sign in to Burrow", anchor=False)
+        st.write("Your conversations are private to you. Sign in to see them.")
+        for provider in providers:
+            label = "Sign in" if provider is None else f"Sign in with {provider.title()}"
+            st.button(label, type="primary", icon=":material/login:", key=f"sign_in_{provider or 'default'}",
+                      width="stretch", on_click=st.login, args=(() if provider is None else (provider,)))
     st.stop()
 
 

@@ -171,6 +171,28 @@ def test_sign_out_returns_to_the_sign_in_page_and_shows_no_conversation(browser:
         context.close()
 
 
+# ---- behind a sign-in proxy (BURROW_AUTH=proxy): the browser's requests carry the proxy's header ----
+def test_behind_a_proxy_the_header_names_the_user_and_without_it_nothing_shows(browser: Browser,
+                                                                               streamlit_factory: ServerFactory):
+    server = streamlit_factory("proxy", BURROW_AUTH="proxy")
+    dana = browser.new_page(extra_http_headers={"X-Forwarded-Email": "dana@example.com"})
+    stranger = browser.new_page()
+    try:
+        dana.goto(local_url(server))
+        wait_idle(dana)
+        send(dana, "Dana's notes behind the proxy")
+        expect(sidebar(dana)).to_contain_text("Signed in as dana@example.com")
+        expect(sidebar(dana).get_by_role("button", name="Sign out")).to_have_count(0)  # the proxy signs out
+        stranger.goto(local_url(server) + f"?c={conversation_id(dana)}")
+        wait_idle(stranger)
+        expect(stranger.get_by_role("heading", name="Not signed in")).to_be_visible()
+        expect_none_of(stranger, "Dana's notes")
+        expect(chat_input(stranger)).to_have_count(0)
+    finally:
+        dana.context.close()
+        stranger.context.close()
+
+
 # ---- what people see: sign-in and API tokens, light and dark, wide and narrow ------------------
 WIDE, NARROW = {"width": 1400, "height": 900}, {"width": 400, "height": 860}
 
