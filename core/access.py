@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from core.errors import InputError, StorageError
+from core.errors import InputError, ReadOnlyError, StorageError
 from core.text import valid_id
 from core.storage import LOCAL_OWNER
 from core.users import LOCAL_USER, User, with_admin
@@ -36,8 +36,11 @@ def scoped(unknown: Any = None, *, write: bool = True) -> Callable[[F], F]:
         @functools.wraps(method)
         def checked(self: "AccessMixin", partition_key: str, *args: Any, **kwargs: Any) -> Any:
             partition_key = valid_id(partition_key)
-            if self.may(partition_key, write=write):
+            allowed = self._access(partition_key, write)
+            if allowed:
                 return method(self, partition_key, *args, **kwargs)
+            if allowed is None:
+                raise ReadOnlyError("This is another user's conversation: as an admin you can read it, not change it.")
             return unknown(self, partition_key, *args, **kwargs) if callable(unknown) else copy.copy(unknown)
 
         setattr(checked, SCOPED, write)
@@ -75,10 +78,20 @@ class AccessMixin:
 
     def may(self, partition_key: str, *, write: bool = True) -> bool:
         """True when the conversation is the user's, does not exist yet, or (reading) the user is an admin."""
+        return bool(self._access(partition_key, write))
+
+    def _access(self, partition_key: str, write: bool) -> bool | None:
+        """True: allowed; None: an admin writing to another user's conversation; False: not theirs."""
         if self.user.everything or self._single_user():
             return True
         owner = self._catalog.owner(partition_key)
-        return owner is None or owner == self.user.subject or (not write and self.user.admin)
+        if owner is None or owner == self.user.subject:
+            return True
+        return (None if write else True) if self.user.admin else False
+
+    def read_only(self, partition_key: str) -> bool:
+        """True for a saved conversation an admin may read but not change (someone else's)."""
+        return self.user.admin and self._access(valid_id(partition_key), True) is None
 
     def visible(self, partition_keys: list[str]) -> list[str]:
         """The ids among these the user may read (one query for the lot)."""
@@ -91,6 +104,10 @@ class AccessMixin:
         """Whose conversations a listing shows: the user's; None (all) for maintenance or an admin asking."""
         return None if self.user.everything or self._single_user() or (everyone and self.user.admin) \
             else self.user.subject
+
+    def may_list_everyone(self) -> bool:
+        """Whether `conversations(everyone=True)` lists everyone's: an admin's, or nobody signs in."""
+        return self.user.everything or self._single_user() or self.user.admin
 
     def _single_user(self) -> bool:
         """BURROW_AUTH=none: one person, whose database it all is (even what users saved while sign-in was

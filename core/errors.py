@@ -46,6 +46,10 @@ class InputError(ValueError):
     """The user's input cannot be used as it is; the message says why."""
 
 
+class ReadOnlyError(InputError):
+    """An admin asked to change a conversation they may only read (another user's)."""
+
+
 class BusyError(BurrowError):
     """Too much is running right now (this process's run limit, or it is shutting down); try again."""
 

@@ -1,7 +1,8 @@
 """Every error the API returns is `application/problem+json` (RFC 9457): type, title, status, detail.
 
 Facade errors map to statuses here, once: StorageError -> 503 (Retry-After), BusyError -> 429
-(Retry-After), InputError -> 422; request validation -> 422; routing errors keep their status.
+(Retry-After), ReadOnlyError (an admin changing another's) -> 403, InputError -> 422; request validation
+-> 422; routing errors keep their status.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import BusyError, InputError, StorageError
+from core.errors import BusyError, InputError, ReadOnlyError, StorageError
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 STORAGE_RETRY_AFTER = "5"
 BUSY_RETRY_AFTER = "1"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
           413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests",
           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -55,6 +56,10 @@ def install(app: FastAPI) -> None:
     async def _busy(request: Request, exc: BusyError) -> JSONResponse:
         wait = getattr(exc, "retry_after", None)  # a user's own limit (LimitError) says when
         return problem(429, str(exc), {"Retry-After": str(int(wait)) if wait else BUSY_RETRY_AFTER})
+
+    @app.exception_handler(ReadOnlyError)
+    async def _read_only(request: Request, exc: ReadOnlyError) -> JSONResponse:
+        return problem(403, str(exc))
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:

@@ -56,6 +56,7 @@ class Conversation(BaseModel):
     activity: int | None
     replying: bool | None = None
     pinned: bool = False  # listed first, never pruned by retention
+    owner: str | None = None  # the subject of the user it belongs to ("local" without sign-in)
 
 
 class ConversationPage(BaseModel):

@@ -46,7 +46,7 @@ class ForkRequest(BaseModel):
 def summary(item: Any, replying: bool | None = None) -> dict[str, Any]:
     body = {"id": item.partition_key, "title": item.title, "created_at": item.created_at,
             "updated_at": item.updated_at, "message_count": item.message_count, "branch": item.latest_app_id,
-            "activity": item.activity, "pinned": item.pinned}
+            "activity": item.activity, "pinned": item.pinned, "owner": item.owner}
     if replying is not None:
         body["replying"] = replying
     return body
@@ -75,16 +75,20 @@ def create_conversation(request: Request, response: Response, body: NewConversat
     cid = service.new_conversation_id()
     item = {"id": cid, "title": (body.title if body else None) or "New conversation", "created_at": now,
             "updated_at": now, "message_count": 0, "branch": None, "activity": None, "replying": False,
+            "owner": service.user.subject,
             "custom_title": bool(body and body.title)}
     pending_of(request, service)[cid] = item
     response.headers["Location"] = f"/api/v1/conversations/{cid}"
     return jsonable_encoder({k: v for k, v in item.items() if k != "custom_title"})
 
 
-@router.get("", response_model=ConversationPage, responses=problems(422))
+@router.get("", response_model=ConversationPage, responses=problems(403, 422))
 def list_conversations(q: str = "", limit: int = Query(50, ge=1, le=200), cursor: int | None = Query(None, ge=-INT64, le=INT64),
+                       everyone: bool = Query(False, description="An admin's read-only listing of every user's"),
                        service: ChatService = Depends(get_service)):
-    items = service.conversations(q, limit, cursor)
+    if everyone and not service.may_list_everyone():
+        raise ApiProblem(403, "Only admins (BURROW_ADMINS) can list everyone's conversations.")
+    items = service.conversations(q, limit, cursor, everyone=everyone)
     replying = service.replying([item.partition_key for item in items]) if items else set()
     return jsonable_encoder({"items": [summary(item, item.partition_key in replying) for item in items],
                              "next_cursor": items[-1].cursor if len(items) == limit else None})

@@ -151,3 +151,26 @@ def test_search_export_and_the_openai_facade_never_show_another_users_conversati
 
 def alice_messages(api, cid: str) -> list:
     return api.service.signed_in(ALICE).open(cid).messages
+
+
+def test_an_admin_lists_everyones_conversations_read_only(start_api):
+    api = start_api(BURROW_AUTH="proxy", BURROW_ADMINS="root@example.com")
+    root = User("proxy:root@example.com", "root@example.com", "root@example.com")
+    with as_user(api, token_of(api, ALICE)) as alice, as_user(api, token_of(api, root)) as admin:
+        cid = alice.post("/api/v1/conversations", json={}).json()["id"]
+        alice.post(f"/api/v1/conversations/{cid}/messages", json={"content": "for my eyes"})
+        assert admin.get("/api/v1/conversations").json()["items"] == []  # their own: none
+        [listed] = admin.get("/api/v1/conversations", params={"everyone": "true"}).json()["items"]
+        assert listed["id"] == cid and listed["owner"] == ALICE.subject
+        assert admin.get(f"/api/v1/conversations/{cid}/messages").json()["messages"][0]["content"] == "for my eyes"
+        for (method, path), body in BODIES.items():
+            if method == "GET" or "{run_id}" in path:
+                continue
+            body = {**body, "branch": listed["branch"]} if body and "branch" in body else body
+            answer = admin.request(method, path.format(conversation_id=cid, sequence_id=1, index=1), json=body)
+            assert answer.status_code == 403 and "not change it" in answer.json()["detail"], (method, path, answer.text)
+        assert len(alice.get(f"/api/v1/conversations/{cid}/messages").json()["messages"]) == 2
+        refused = alice.get("/api/v1/conversations", params={"everyone": "true"})
+        assert refused.status_code == 403 and "admins" in refused.json()["detail"]
+        assert alice.get("/api/v1/conversations").json()["items"][0]["owner"] == ALICE.subject
+        assert alice.get(f"/api/v1/conversations/{cid}").json()["title"] == "for my eyes"

@@ -10,7 +10,7 @@ import pytest
 
 from core.access import SCOPED
 from core.chat import ChatService
-from core.errors import BurrowError, InputError, LimitError
+from core.errors import BurrowError, InputError, LimitError, ReadOnlyError
 from core.llm import OfflineModel
 from core.retention import prune
 from core.settings import Settings
@@ -22,7 +22,7 @@ ADMIN = User("oidc:https://id.example|root", "root@example.com", "Root", admin=T
 # Facade methods that take a conversation id but are the run worker's own (core/turn.py calls them for
 # a run the service already admitted), not something a page or route may call for a user.
 WORKER_ONLY = {"application", "latest_branch", "forget_cache", "note_failure"}
-CHECKS = {"may", "owns"}  # the checks themselves (core/access.py)
+CHECKS = {"may", "owns", "read_only"}  # the checks themselves (core/access.py)
 
 
 @pytest.fixture
@@ -111,9 +111,11 @@ def test_an_admin_reads_everyones_conversations_and_changes_none(make_service):
     assert listed.partition_key == key and listed.owner == ALICE.subject and admin.count_conversations(everyone=True) == 1
     assert [m["content"] for m in admin.open(key).messages][0] == "a question"
     assert "a question" in admin.export_text(key, "markdown") and admin.snapshot_count(key, listed.latest_app_id) > 0
-    assert admin.delete(key) is False and admin.pin(key, True) is False
-    with pytest.raises(InputError):
-        admin.send(key, "an admin's word")
+    assert admin.read_only(key) and not alice.read_only(key)
+    for change in (lambda: admin.delete(key), lambda: admin.pin(key, True), lambda: admin.send(key, "a word"),
+                   lambda: admin.rename(key, "root's"), lambda: admin.fork(key, listed.latest_app_id, 0)):
+        with pytest.raises(ReadOnlyError, match="can read it, not change it"):
+            change()
     assert service.as_user(BOB).conversations(everyone=True) == []  # not an admin: everyone= changes nothing
     assert alice.conversation(key) is not None and not alice.conversation(key).pinned
 
