@@ -122,6 +122,13 @@ class AccessMixin:
         """A new conversation's first save makes it this user's (an existing one keeps its owner)."""
         self._persister.claim(partition_key, self.user.subject)
 
+    def people(self, subjects: set[str]) -> dict[str, str]:
+        """How to name these users to an admin (e-mail, else name, else subject); nothing for others."""
+        if not self.may_list_everyone():
+            return {}
+        known = self._accounts.users(set(subjects))
+        return {s: (known[s].email or known[s].name or s) if s in known else s for s in subjects}
+
     # ---- signing in and API tokens ---------------------------------------------------------------
     def signed_in(self, user: User) -> Any:
         """Records a sign-in (for admins' listings and `burrow owner`) and returns the view for `user`."""

@@ -26,6 +26,7 @@ HIT_COUNT = 10  # message hits shown above the title list while searching
 REPLY_POLL = 2  # seconds between looks at which listed conversations are still replying
 REPLYING = ":material/hourglass_top: replying…"
 PINNED = ":material/push_pin:"  # the mark of a pinned row, before its title
+THEIRS = ":material/visibility:"  # the mark of another user's conversation in an admin's listing
 _SHOWN = "sidebar_shown"  # how many conversations the list shows ("Show more" adds a page)
 _DIALOG = "sidebar_dialog"  # ("rename" | "delete", partition key, title) while a dialog is open
 _PIN = "sidebar_pin"  # (partition key, pinned) chosen in a row menu, done on the next run
@@ -53,19 +54,29 @@ def render(service: ChatService, current_key: str | None) -> None:
             _hits(service.search(search, HIT_COUNT))
         if (pin := st.session_state.pop(_PIN, None)) is not None:
             service.pin(*pin)
+        everyone = _everyone(service)
         shown = st.session_state.get(_SHOWN, PAGE_SIZE)
-        items = service.conversations(search=search, limit=shown + 1)
+        items = service.conversations(search=search, limit=shown + 1, everyone=everyone)
         _caption(items, search)
         keys = [item.partition_key for item in items[:shown]]
         replying = service.replying(keys) if keys else set()
+        others = service.people({i.owner for i in items[:shown] if i.owner != service.user.subject}) if everyone else {}
         for item in items[:shown]:
-            _row(item, item.partition_key == current_key, item.partition_key in replying)
+            _row(item, item.partition_key == current_key, item.partition_key in replying, others.get(item.owner))
         if len(items) > shown:
             st.button("Show more", icon=":material/expand_more:", on_click=_show_more, width="stretch")
         if replying:
             st.fragment(_watch_replies, run_every=REPLY_POLL)(service, keys, replying)
     _open_dialog(service)
     _close_after_a_choice()
+
+
+def _everyone(service: ChatService) -> bool:
+    """An admin's switch to list every user's conversations (read-only); nobody else has it."""
+    if not service.user.admin or service.settings.auth == "none":
+        return False
+    return st.toggle("Everyone's conversations", key="sidebar_everyone", on_change=_reset_paging,
+                     help="As an admin you can read every user's conversations; you cannot change them.")
 
 
 def _hits(hits: list) -> None:
@@ -129,13 +140,15 @@ def _caption(items: list[ConversationSummary], search: str) -> None:
         st.caption("Recent conversations")
 
 
-def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
+def _row(item: ConversationSummary, is_current: bool, replying: bool, owner: str | None = None) -> None:
     """One conversation: a button to open it (marked while it replies or pinned), and a menu to pin, rename
-    or delete it."""
+    or delete it; `owner` names whose it is when it is someone else's (an admin's read-only listing)."""
     row = "conv_row_current" if is_current else f"conv_row_{item.partition_key}"
     when = f":small[:gray[{relative_time(item.updated_at)}]]"
     if replying:
         when += f" :small[:orange[{REPLYING}]]"
+    if owner is not None:
+        when += f" :small[:violet[{THEIRS} {escape_markdown(clip(owner, 40))}]]"
     with st.container(horizontal=True, key=row + ("_replying" if replying else ""), vertical_alignment="center",
                       gap="small"):
         label = f"{PINNED + ' ' if item.pinned else ''}{escape_markdown(clip(item.title, 30))}  \n{when}"
@@ -143,6 +156,8 @@ def _row(item: ConversationSummary, is_current: bool, replying: bool) -> None:
                   width="stretch", on_click=_chosen, args=(item.partition_key,),
                   help=f"{clip(item.title, 200)} · {item.message_count} messages"
                        + (" · writing a reply now" if replying else ""))
+        if owner is not None:
+            return  # someone else's: nothing to change
         # A keyed popover that tracks its state, so choosing Rename or Delete can close it behind the dialog.
         menu = f"conv_menu_{item.partition_key}"
         with st.popover("", icon=":material/more_vert:", type="tertiary", help="Pin, rename or delete", key=menu,

@@ -26,6 +26,7 @@ from ui.services import get_service
 log = logging.getLogger("ui.views.chat")
 PLACEHOLDER = "Message Burrow…"
 ELSEWHERE = "A reply is being written on another server…"
+READ_ONLY = "Another user's conversation: as an admin you can read it, not change it."
 LATEST = 50  # messages shown at first; "Show earlier messages" adds as many again
 _SENT = "chat_sent"  # {"key", "run", "prompt"}: the latest run this session started
 _DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be sent, to edit and send again
@@ -38,8 +39,9 @@ def main() -> None:
     sidebar.render(service, selection.partition_key)
     if selection.problem:
         nav.show_problem(service, selection)
-    prompt = st.chat_input(PLACEHOLDER)
-    action = message_actions.take(selection.partition_key)
+    read_only = selection.summary is not None and service.read_only(selection.partition_key)
+    prompt = st.chat_input(PLACEHOLDER, disabled=read_only)
+    action = None if read_only else message_actions.take(selection.partition_key)
     kind = action["kind"] if action else None
     busy = _retry(service, selection) if kind == "retry" else None  # before open(): the view counts it as live
     message = prompt if prompt is not None else action["text"] if kind == "send" else None
@@ -48,8 +50,10 @@ def main() -> None:
     forked = _branch(service, selection, action) if kind in ("edit", "regenerate") else None
     shown = view.messages[:action["index"]] if forked else view.messages  # a new branch shares only these
     start = _earlier(view, len(shown))
-    render_messages(shown, view.unanswered, below=lambda i, m: message_actions.render(service, view, i, m),
-                    start=start)
+    if read_only:
+        st.info(READ_ONLY, icon=":material/visibility:")
+    render_messages(shown, view.unanswered, start=start,
+                    below=None if read_only else lambda i, m: message_actions.render(service, view, i, m))
     running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
     replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
     if message is not None:

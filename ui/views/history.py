@@ -291,7 +291,7 @@ def _node_label(name: str, mark: str) -> str:
 
 def _actions(service: ChatService, key: str, app_id: str, row: SnapshotSummary) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
-        if st.button("Fork from here", type="primary", icon=":material/call_split:",
+        if st.button("Fork from here", type="primary", icon=":material/call_split:", disabled=service.read_only(key),
                      help=f"Start a new branch from step {row.sequence_id}; this branch stays as it is."):
             new_branch = service.fork(key, app_id, row.sequence_id)
             st.switch_page(nav.CHAT_PAGE, query_params={"c": key, "b": new_branch})
