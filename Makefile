@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-# Loopback only by default: the app has no login yet. `make run ADDRESS=0.0.0.0` exposes it on purpose.
+# Loopback only by default (without sign-in anyone who reaches it sees everything). `make run ADDRESS=0.0.0.0`
+# exposes it on purpose; turn sign-in on first (README, Sign-in).
 ADDRESS ?= 127.0.0.1
 run: $(STAMP)
 	$(BIN)/python -m streamlit run ui/Home.py --server.address $(ADDRESS)
