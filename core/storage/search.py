@@ -8,7 +8,8 @@ conversation: a fork indexes only what it added beyond its fork point.
 A query ranks a bounded candidate set: the owner's CANDIDATES most recent matching messages (all of
 them for a rarer word; for a word in more messages than that, the best of the newest), keeps the best
 hit per conversation, and makes snippets for the returned hits only.
-User input is always text: each word is quoted for FTS5 and for to_tsquery, all required, the last a prefix.
+User input is always text: each word is quoted for FTS5 and for to_tsquery, all required, the last a
+prefix once it has two characters.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from core.storage.snippets import snippet
 from core.storage.search_index import (common_prefix, first_new, forget_conversation, grew_only, index_messages,
                                        index_step, rewrites, rows_to_index)
 
@@ -48,53 +50,66 @@ def terms(query: str) -> list[str]:
     return _WORD.findall(query[:MAX_QUERY_CHARS].lower())[:MAX_TERMS]
 
 
+def _prefix(words: list[str]) -> bool:
+    """The last word matches as a prefix from two characters on (one letter would expand to half the index)."""
+    return len(words[-1]) >= 2
+
+
 def _fts_match(words: list[str]) -> str:
     """An FTS5 query of quoted words, all required, the last one a prefix (search as you type)."""
     quoted = ['"' + w.replace('"', '""') + '"' for w in words]
-    quoted[-1] += "*"
+    if _prefix(words):
+        quoted[-1] += "*"
     return " AND ".join(quoted)
 
 
 def _pg_query(words: list[str]) -> str:
     """A to_tsquery of the words as lexemes (quoted), all required, the last one a prefix."""
     quoted = ["'" + w.replace("'", "''").replace("\\", "") + "'" for w in words]
-    quoted[-1] += ":*"
+    if _prefix(words):
+        quoted[-1] += ":*"
     return " & ".join(quoted)
 
 
-# FTS5 walks the matches newest first (rowid DESC) and stops at :cand owned ones; bm25 is computed for
-# those only, snippet() for the :limit rows returned (FTS5 seeks each by rowid under the same MATCH).
-_SQLITE = text(f"""
+# FTS5 walks the matches newest first (rowid DESC, a prefix of 2 or 3 letters through its prefix index)
+# and stops at :cand owned ones; bm25 is computed for those only. The :limit rows returned get their
+# snippet in Python (snippets.py): FTS5 would evaluate the MATCH again for each.
+_SQLITE = text("""
 WITH cand AS MATERIALIZED (
   SELECT burrow_search_fts.rowid AS id, m.partition_key AS pk, bm25(burrow_search_fts) AS score
   FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
   JOIN burrow_conversations c ON c.partition_key = m.partition_key
   WHERE burrow_search_fts MATCH :q AND c.owner = :owner ORDER BY burrow_search_fts.rowid DESC LIMIT :cand),
 best AS MATERIALIZED (SELECT id, pk, min(score) AS score FROM cand GROUP BY pk ORDER BY score, id DESC LIMIT :limit)
-SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
-       snippet(burrow_search_fts, 0, '{MARK_START}', '{MARK_END}', '…', 12), -b.score, c.updated_at
-FROM best b JOIN burrow_search_fts ON burrow_search_fts.rowid = b.id JOIN burrow_search_messages m ON m.id = b.id
-JOIN burrow_conversations c ON c.partition_key = b.pk
-WHERE burrow_search_fts MATCH :q ORDER BY b.score, b.id DESC""")
+SELECT c.partition_key, c.title, m.app_id, m.idx, m.role, m.content, -b.score, c.updated_at
+FROM best b JOIN burrow_search_messages m ON m.id = b.id JOIN burrow_conversations c ON c.partition_key = b.pk
+ORDER BY b.score, b.id DESC""")
 
-# The GIN index (or, for a word in most rows, the primary key backwards) finds the :cand newest owned
-# matches; ts_rank reads the stored tsvector of those only, ts_headline runs for the :limit returned.
-_PG = text(f"""
-WITH q AS MATERIALIZED (SELECT to_tsquery('simple', :q) AS q),
-cand AS MATERIALIZED (
+# The tsquery, the candidate bound and the limit are literals, not parameters, so the planner sees the
+# words' frequencies (tsvector statistics): a rare word is a GIN bitmap scan, a word in most rows a
+# backward scan of the primary key that stops at :cand owned matches. Then ts_rank reads the stored
+# tsvector of those only, and ts_headline runs for the rows returned. The words are \\w+ only (terms()).
+_PG = """
+WITH cand AS MATERIALIZED (
   SELECT m.id, m.partition_key AS pk, m.tsv FROM burrow_search_messages m
-  WHERE m.tsv @@ (SELECT q FROM q)
+  WHERE m.tsv @@ {tsq}
     AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)
-  ORDER BY m.id DESC LIMIT :cand),
+  ORDER BY m.id DESC LIMIT {cand}),
 best AS MATERIALIZED (
-  SELECT DISTINCT ON (pk) id, pk, ts_rank(tsv, (SELECT q FROM q)) AS rank FROM cand ORDER BY pk, rank DESC, id DESC),
-top AS MATERIALIZED (SELECT * FROM best ORDER BY rank DESC, id DESC LIMIT :limit)
+  SELECT DISTINCT ON (pk) id, pk, ts_rank(tsv, {tsq}) AS rank FROM cand ORDER BY pk, rank DESC, id DESC),
+top AS MATERIALIZED (SELECT * FROM best ORDER BY rank DESC, id DESC LIMIT {limit})
 SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
-       ts_headline('simple', m.content, (SELECT q FROM q),
-                   'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8'),
+       ts_headline('simple', m.content, {tsq}, 'StartSel={start}, StopSel={stop}, MaxWords=24, MinWords=8'),
        t.rank, c.updated_at
 FROM top t JOIN burrow_search_messages m ON m.id = t.id JOIN burrow_conversations c ON c.partition_key = t.pk
-ORDER BY t.rank DESC, t.id DESC""")
+ORDER BY t.rank DESC, t.id DESC"""
+
+
+def _pg_statement(words: list[str], limit: int) -> Any:
+    """The PostgreSQL search for these words, with the tsquery written in as a quoted literal."""
+    tsq = "to_tsquery('simple', '" + _pg_query(words).replace("'", "''") + "')"
+    return text(_PG.format(tsq=tsq, cand=int(CANDIDATES), limit=int(limit), start=MARK_START, stop=MARK_END))
+
 
 _TITLES = text("""
 SELECT partition_key, title, updated_at FROM burrow_conversations
@@ -113,9 +128,10 @@ def search(conn: Connection, owner: str, query: str, limit: int) -> list[SearchR
         return []
     params = {"owner": owner, "limit": limit, "cand": CANDIDATES}
     if conn.dialect.name == "sqlite":
-        rows = conn.execute(_SQLITE, {**params, "q": _fts_match(words)}).all()
+        rows = [(*r[:5], snippet(r[5], words, _prefix(words), MARK_START, MARK_END), *r[6:])
+                for r in conn.execute(_SQLITE, {**params, "q": _fts_match(words)})]
     else:
-        rows = conn.execute(_PG, {**params, "q": _pg_query(words)}).all()
+        rows = conn.execute(_pg_statement(words, limit), {"owner": owner}).all()
     best = {r[0]: SearchRow(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), _when(r[7])) for r in rows}
     if len(best) < limit:
         like = "%" + " ".join(words).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

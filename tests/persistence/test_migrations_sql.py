@@ -72,8 +72,8 @@ def test_the_sql_command_prints_the_postgresql_upgrade_without_connecting():
 
     later = cli("sql", "--from", "0002", "--url", NO_SERVER)
     assert later.returncode == 0 and "TYPE bytea" in later.stdout and "CREATE TABLE burrow_apps" not in later.stdout
-    unknown = cli("sql", "--from", "0009", "--url", NO_SERVER)
-    assert unknown.returncode == 2 and "unknown schema revision '0009'" in unknown.stderr
+    unknown = cli("sql", "--from", "0999", "--url", NO_SERVER)
+    assert unknown.returncode == 2 and "unknown schema revision '0999'" in unknown.stderr
 
 
 def test_the_current_command_reads_a_database(tmp_path):

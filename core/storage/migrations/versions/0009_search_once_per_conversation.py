@@ -10,7 +10,8 @@ Create Date: 2026-12-02
   in SQL, so the printed script does it too). Whatever order the rows are deleted in, a deleted
   row's text stays at an ancestor (the root of each chain of equal rows is never deleted).
 - SQLite: `burrow_search_fts` becomes an external-content FTS5 table over burrow_search_messages
-  (rowid = id): the text is no longer stored a second time inside FTS5. Rebuilt from the rows.
+  (rowid = id): the text is no longer stored a second time inside FTS5; with prefix indexes for 2 and
+  3 characters (the last word typed is a prefix). Rebuilt from the rows.
 - PostgreSQL: a stored generated column `tsv` = to_tsvector('simple', content), with the GIN index
   `ix_burrow_search_messages_tsv` on it instead of on the expression (ranking and rechecks read it).
 A release at 0008 refuses this database (Alembic releases refuse newer revisions).
@@ -51,7 +52,7 @@ def upgrade() -> None:
         op.execute("DROP TABLE burrow_search_fts")
         op.execute(dedupe)
         op.execute("CREATE VIRTUAL TABLE burrow_search_fts USING fts5(content, content = 'burrow_search_messages', "
-                   "content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2')")
+                   "content_rowid = 'id', prefix = '2 3', tokenize = 'unicode61 remove_diacritics 2')")
         op.execute("INSERT INTO burrow_search_fts (burrow_search_fts) VALUES ('rebuild')")
     else:
         op.execute("DROP INDEX ix_burrow_search_messages_tsv")
