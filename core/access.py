@@ -3,7 +3,8 @@
 `ChatService.as_user(user)` gives a view of the one service that acts for that user. Every facade
 method that takes a conversation id is marked `@scoped(...)`: before it runs, the conversation's
 owner is looked up (one primary-key read of the catalog), and a conversation of someone else gets
-exactly what an unknown id gets (the `unknown` result or error), so its existence is not revealed.
+exactly what an unknown id gets (the `unknown` result or error), so its existence is not revealed;
+a read also does the reads an unknown id would (`_decoy`), so it takes as long.
 Admins (BURROW_ADMINS) may read everyone's conversations (`write=False` methods), never change them.
 A conversation nobody has saved yet belongs to whoever sends its first message (`claim`).
 tests/core/test_access.py checks every such method is marked and that another user's id is unknown.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 SCOPED = "__burrow_scoped__"  # the attribute @scoped sets (the test of the facade looks for it)
+DECOY = "0" * 32  # a conversation id nothing creates (ids are random; the API refuses ids it did not make)
 
 
 def scoped(unknown: Any = None, *, write: bool = True) -> Callable[[F], F]:
@@ -41,12 +43,24 @@ def scoped(unknown: Any = None, *, write: bool = True) -> Callable[[F], F]:
                 return method(self, partition_key, *args, **kwargs)
             if allowed is None:
                 raise ReadOnlyError("This is another user's conversation: as an admin you can read it, not change it.")
+            if not write:
+                _decoy(method, self, *args, **kwargs)
             return unknown(self, partition_key, *args, **kwargs) if callable(unknown) else copy.copy(unknown)
 
         setattr(checked, SCOPED, write)
         return checked  # type: ignore[return-value]
 
     return decorate
+
+
+def _decoy(method: Callable[..., Any], service: Any, *args: Any, **kwargs: Any) -> None:
+    """Does the reads an unknown id costs (on an id that never exists) and drops the result, so that
+    another user's id takes as long to refuse as an unknown one takes to find missing. Reads only: a
+    change on an unknown id could create something."""
+    try:
+        method(service, DECOY, *args, **kwargs)
+    except (InputError, StorageError, LookupError, ValueError):
+        pass  # what an unknown id raises; the caller gets the unknown answer either way
 
 
 def no_conversation(self: Any, partition_key: str, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from sqlalchemy import event
 
 from core.access import SCOPED
 from core.chat import ChatService
@@ -22,7 +23,9 @@ ADMIN = User("oidc:https://id.example|root", "root@example.com", "Root", admin=T
 # Facade methods that take a conversation id but are the run worker's own (core/turn.py calls them for
 # a run the service already admitted), not something a page or route may call for a user.
 WORKER_ONLY = {"application", "latest_branch", "forget_cache", "note_failure"}
-CHECKS = {"may", "owns", "read_only"}  # the checks themselves (core/access.py)
+CHECKS = {"may", "owns", "read_only"}
+# calls_of() names whose facade method is spelled differently
+READ_METHOD = {"feedback": "feedback_of_conversation", "export": "export_text", "rate": "set_feedback"}  # the checks themselves (core/access.py)
 
 
 @pytest.fixture
@@ -63,13 +66,9 @@ def outcome(call) -> object:
     return getattr(result, "messages", result) if not isinstance(result, (list, bool, int, type(None))) else result
 
 
-def test_another_users_conversation_is_exactly_an_unknown_one(make_service):
-    service = make_service()
-    alice, bob = service.as_user(ALICE), service.as_user(BOB)
-    key = chat(alice)
-    branch = alice.open(key).app_id
-    unknown = service.new_conversation_id()
-    calls = {
+def calls_of(bob: ChatService, branch: str) -> dict:
+    """Every facade call that takes a conversation id, made by Bob (k: the id he tries)."""
+    return {
         "open": lambda k: bob.open(k).messages, "conversation": lambda k: bob.conversation(k),
         "rename": lambda k: bob.rename(k, "mine now"), "delete": lambda k: bob.delete(k),
         "pin": lambda k: bob.pin(k, True), "branches": lambda k: bob.branches(k),
@@ -82,7 +81,15 @@ def test_another_users_conversation_is_exactly_an_unknown_one(make_service):
         "active_runs": lambda k: bob.active_runs(k), "stop_elsewhere": lambda k: bob.stop_elsewhere(k),
         "retry": lambda k: bob.retry(k, branch),
     }
-    for name, call in calls.items():
+
+
+def test_another_users_conversation_is_exactly_an_unknown_one(make_service):
+    service = make_service()
+    alice, bob = service.as_user(ALICE), service.as_user(BOB)
+    key = chat(alice)
+    branch = alice.open(key).app_id
+    unknown = service.new_conversation_id()
+    for name, call in calls_of(bob, branch).items():
         theirs = outcome(lambda: call(key))
         assert theirs == outcome(lambda: call(unknown)) or name == "retry", name
     assert outcome(lambda: bob.retry(key, branch)) == ("InputError", "No conversation 'ID'.")
@@ -159,3 +166,38 @@ def test_without_sign_in_there_are_no_per_user_limits(make_service):
     service = make_service(auth="none", user_messages_per_minute=1)
     key = chat(service)
     assert "".join(service.send(key, "again")) and service.conversation(key).owner == LOCAL_USER.subject
+
+
+def statements(service: ChatService, call) -> list[str]:
+    """The SQL a call runs, with ids and numbers written alike (the work, not its arguments)."""
+    seen: list[str] = []
+    engine = service._persister.database.engine
+
+    def record(conn, cursor, statement, parameters, context, many) -> None:
+        seen.append(re.sub(r"\b\d+\b", "N", statement))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcome(call)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_reading_another_users_id_runs_the_same_queries_as_an_unknown_one(make_service):
+    """The same timing class: refusing someone else's conversation does the reads an unknown id does
+    (the same statements, the same tables), so a stopwatch cannot tell the two apart either."""
+    service = make_service()
+    alice, bob = service.as_user(ALICE), service.as_user(BOB)
+    key = chat(alice)
+    branch = alice.open(key).app_id
+    unknown = service.new_conversation_id()
+    reads = {name: call for name, call in calls_of(bob, branch).items()
+             if getattr(getattr(ChatService, READ_METHOD.get(name, name), None), SCOPED, True) is False}
+    assert len(reads) >= 10, sorted(reads)
+    beyond_the_owner = 0
+    for name, call in reads.items():
+        theirs, never = statements(service, lambda: call(key)), statements(service, lambda: call(unknown))
+        assert theirs == never, (name, theirs, never)
+        beyond_the_owner += len(never) > 1
+    assert beyond_the_owner >= 8  # most reads do more than look the owner up: the decoy did them too
