@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import importlib
 import os
 import threading
 import traceback
@@ -29,6 +31,20 @@ from core.settings import DEFAULT_SYSTEM_PROMPT
 ENTRYPOINT = "human_input"  # where every turn starts: the user's message
 DEFAULT_STATE = {"chat_history": []}
 _BRANCH_NAMESPACE = uuid.UUID("6f1d2c3e-8b0a-4f57-9d2e-5c1b7a9e0f42")
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_checked(fn: Callable, declared_reads: tuple[str, ...]) -> None:
+    """Burr checks an action's declared reads against its source (inspect.getsource and an AST
+    walk) every time the action is bound, and every turn binds ai_response anew (its cancel event
+    and notify): the answer for one function and one list of reads never changes in a process, so
+    it is remembered. A violation raises, and an exception is not cached."""
+    _burr_check_reads(fn, list(declared_reads))
+
+
+_burr_action = importlib.import_module("burr.core.action")  # the module (burr.core.action is also a decorator)
+_burr_check_reads = _burr_action._validate_declared_reads
+_burr_action._validate_declared_reads = lambda fn, reads: _reads_checked(fn, tuple(reads or ()))
 
 
 class ResumingTrackingClient(LocalTrackingClient):

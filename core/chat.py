@@ -89,12 +89,12 @@ class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
         self._feedback = FeedbackStore(persister.database)
         self._accounts = AccountStore(persister.database)
         self.writers = WriterCoordination(LeaseStore(persister.database))
-        self.runs = RunManager(settings.max_runs)
+        self.runs = RunManager(settings.max_runs, keep_seconds=settings.run_keep_seconds)
         # per-user limits once there are users; one local user has the process's own (max_runs)
         self._limits = (UserLimits(settings.user_max_runs, settings.user_messages_per_minute)
                         if settings.auth != "none" else None)
         # BURROW_RELAY on PostgreSQL: runs followed across server processes; else within this one
-        self.relay = Relay.start_for(settings.database_url, self.runs.get) if settings.relay else None
+        self.relay = Relay.start_for(settings.database_url, self.runs.get, settings.run_keep_seconds) if settings.relay else None
         self._closed = threading.Event()
         self._redact = Redactor(secrets_of(settings))  # for error texts Burr's tracker records
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from core.errors import StorageError
-from core.runs import EventKind, Run, RunEvent
+from core.runs import KEEP_SECONDS, EventKind, EventLog, Run, RunEvent
 
 log = logging.getLogger(__name__)
 CHANNEL = "burrow_runs"
@@ -32,32 +33,28 @@ MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes and more
 POLL = 0.5  # seconds the listener waits for a notification before checking whether it should stop
 
 
-class RelayedRun:
-    """Another process's run, as seen here: the same `events()` contract as `Run`."""
+class RelayedRun(EventLog):
+    """Another process's run, as seen here: the same reading contract as `Run` (`events`, `on_event`, `since`)."""
 
     def __init__(self, run_id: str):
+        super().__init__()
         self.id = run_id
         self.partition_key: str | None = None
         self.app_id: str | None = None
-        self._events: list[RunEvent] = []
         self._early: dict[int, RunEvent] = {}  # live events that overtook the replay of earlier ones
-        self._cond = threading.Condition()
+        self.heard_at = time.monotonic()  # the last event (or the request to follow): a silent run is dropped
 
     def feed(self, event: RunEvent, partition_key: str | None, app_id: str | None) -> None:
         """Adds an event, in index order: one that comes early waits for those before it, and one
         already there (replayed and also seen live) is dropped."""
         with self._cond:
             self.partition_key, self.app_id = partition_key, app_id
+            self.heard_at = time.monotonic()
             if event.index >= len(self._events):
                 self._early[event.index] = event
             while len(self._events) in self._early:
-                self._events.append(self._early.pop(len(self._events)))
-            self._cond.notify_all()
-
-    @property
-    def done(self) -> bool:
-        with self._cond:
-            return bool(self._events) and self._events[-1].kind is EventKind.DONE
+                self._append(self._early.pop(len(self._events)))
+        self._wake()
 
     @property
     def text(self) -> str:
@@ -75,23 +72,10 @@ class RelayedRun:
         with self._cond:
             return self._cond.wait_for(lambda: bool(self._events), timeout)
 
-    def events(self, after: int = -1, heartbeat: float | None = None) -> Iterator[RunEvent | None]:
-        position = after + 1
-        while True:
-            with self._cond:
-                if position >= len(self._events):
-                    if self._events and self._events[-1].kind is EventKind.DONE:
-                        return
-                    self._cond.wait(heartbeat)
-                fresh = self._events[position:]
-            if not fresh:
-                yield None
-                continue
-            for event in fresh:
-                yield event
-                if event.kind is EventKind.DONE:
-                    return
-            position = fresh[-1].index + 1
+    def stale(self, now: float, keep_seconds: float) -> bool:
+        """Finished longer ago than `keep_seconds`, or silent that long (its process went away)."""
+        ended = self.finished_at
+        return (ended is not None and ended < now - keep_seconds) or self.heard_at < now - keep_seconds
 
 
 def payload(run: Run, event: RunEvent) -> str:
@@ -108,14 +92,15 @@ def payload(run: Run, event: RunEvent) -> str:
 class Relay:
     """One process's end: a connection that publishes, and a listener thread for both channels."""
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, keep_seconds: float = KEEP_SECONDS):
         import psycopg
 
         self._psycopg = psycopg
         self._conninfo = conninfo
         self._publisher = psycopg.connect(conninfo, autocommit=True)
         self._publish_lock = threading.Lock()
-        self._followed: dict[str, RelayedRun] = {}
+        self._followed: dict[str, RelayedRun] = {}  # forgotten `keep_seconds` after they end (`_evict`)
+        self.keep_seconds = keep_seconds
         self._watched: set[str] = set()  # runs of this process another process follows: only those are sent
         self._lock = threading.Lock()
         self._lookup: Callable[[str], Run | None] = lambda run_id: None
@@ -126,21 +111,22 @@ class Relay:
         self._ready.wait(10)
 
     @classmethod
-    def for_url(cls, database_url: str) -> "Relay | None":
+    def for_url(cls, database_url: str, keep_seconds: float = KEEP_SECONDS) -> "Relay | None":
         """A relay for a PostgreSQL SQLAlchemy URL; None for any other database."""
         from sqlalchemy.engine import make_url
 
         url = make_url(database_url)
         if url.get_backend_name() != "postgresql":
             return None
-        return cls(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        return cls(url.set(drivername="postgresql").render_as_string(hide_password=False), keep_seconds)
 
     @classmethod
-    def start_for(cls, database_url: str, lookup: Callable[[str], Run | None]) -> "Relay | None":
+    def start_for(cls, database_url: str, lookup: Callable[[str], Run | None],
+                  keep_seconds: float = KEEP_SECONDS) -> "Relay | None":
         """The relay of a service: None off PostgreSQL, or (logged) when it cannot connect now: runs
         are then followed within this process only, as on SQLite."""
         try:
-            relay = cls.for_url(database_url)
+            relay = cls.for_url(database_url, keep_seconds)
         except Exception:  # the database is down at start: the service must still start and say so itself
             log.warning("The run relay could not connect; runs are followed within this process only",
                         exc_info=True)
@@ -165,6 +151,7 @@ class Relay:
         """Another process's run, replayed from its first event and then live; None when no process
         answers for it within `within` seconds (unknown, or finished and forgotten everywhere)."""
         with self._lock:
+            self._evict()
             relayed = self._followed.setdefault(run_id, RelayedRun(run_id))
         try:
             self._notify(REPLAY, json.dumps({"r": run_id}))
@@ -182,7 +169,14 @@ class Relay:
     def followed(self, run_id: str) -> RelayedRun | None:
         """A run this process already follows (None otherwise; `follow` starts following)."""
         with self._lock:
+            self._evict()
             return self._followed.get(run_id)
+
+    def _evict(self) -> None:
+        """Forgets followed runs that ended (or went silent) `keep_seconds` ago (the caller holds the lock)."""
+        now = time.monotonic()
+        for run_id in [r for r, relayed in self._followed.items() if relayed.stale(now, self.keep_seconds)]:
+            del self._followed[run_id]
 
     def close(self) -> None:
         self._stop.set()
@@ -214,6 +208,8 @@ class Relay:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=POLL):
                             self._dispatch(note.channel, note.payload)
+                        with self._lock:
+                            self._evict()
             except self._psycopg.Error:
                 log.warning("The run relay lost its database connection; reconnecting", exc_info=True)
                 self._stop.wait(1.0)

@@ -51,6 +51,7 @@ class Settings:
     list_cache_mb: int = 64  # decoded chat histories kept per process (core/listcache.py); 0 turns it off
     log_level: str = "WARNING"  # of Burrow's own loggers (core/logs.py); one of LOG_LEVELS
     max_runs: int = 8  # turns answered at once per process (core/runs.py); more get "busy, try again"
+    run_keep_seconds: float = 300.0  # a finished run stays re-attachable this long (core/runs.py, core/relay.py)
     api_host: str = "127.0.0.1"  # where `python -m server` (the HTTP API, server/) listens
     api_port: int = 8000
     burr_ui_url: str = "http://localhost:7241"  # where `burr` (Burr's tracking UI) is reached; History links to it
@@ -231,6 +232,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "BURROW_LIST_CACHE_MB": ("list_cache_mb", _int_in(0, 1_000_000)),
     "BURROW_LOG_LEVEL": ("log_level", _log_level),
     "BURROW_MAX_RUNS": ("max_runs", _int_in(1, 1000)),
+    "BURROW_RUN_KEEP_SECONDS": ("run_keep_seconds", _positive_float),
     "BURROW_API_HOST": ("api_host", _text),
     "BURROW_API_PORT": ("api_port", _int_in(1, 65535)),
     "BURROW_BURR_UI_URL": ("burr_ui_url", _web_url),

@@ -1,8 +1,8 @@
 """A run's events as Server-Sent Events, and as one JSON answer for clients that do not stream.
 
-`run.events()` blocks, so each stream reads it on a thread of its own and hands the events to the
-event loop: the loop never blocks, the shared worker pool stays free for requests however many
-streams are open, a client that hangs up is noticed within a second, and the run goes on without it.
+A stream holds no thread: the run's publishing thread wakes the event loop, which writes what has
+come (core/runs.py `on_event` / `since`). The loop never blocks, the shared worker pool stays free
+for requests however many streams are open, and a client that hangs up only ends its stream.
 """
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import asyncio
 import json
 import math
 import os
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,10 +21,9 @@ from core.chat import EventKind, Run
 from core.runs import RunEvent
 from server.errors import BUSY_RETRY_AFTER, STORAGE_RETRY_AFTER, ApiProblem, problem
 
-POLL = 1.0  # seconds a worker thread waits for an event before handing control back
+POLL = 1.0  # seconds between keep-alives of a JSON answer's wait (nothing is sent; it only wakes)
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
 LLM_TIMEOUTS = {"timeout"}
-_END = object()  # what the pump puts on the queue after the last event
 
 
 def wants_stream(request: Request) -> bool:
@@ -46,33 +43,44 @@ def encode(event_id: int, kind: str, data: dict[str, Any]) -> str:
 
 
 async def batches(run: Run, after: int, keepalive: float) -> AsyncIterator[list[RunEvent] | None]:
-    """The run's events after `after`, in the batches that arrived together, handed to the event loop
-    by a thread of this stream's own (not one of the shared worker pool's, which hundreds of open
-    streams would exhaust). A busy loop finds several events waiting and writes them at once. None
-    after each `keepalive` seconds of silence (the caller sends a keep-alive comment then)."""
+    """The run's events after `after`, in the batches that arrived together. The publishing thread
+    only wakes the event loop (at most one wake-up pending per stream), and the loop takes whatever
+    has come since: no thread per stream, and a busy loop writes several events at once. None after
+    each `keepalive` seconds of silence (the caller sends a keep-alive comment then)."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[RunEvent | None | object] = asyncio.Queue()
-    gone = threading.Event()
-    thread = threading.Thread(target=_pump, args=(run, after, min(POLL, keepalive), loop, queue, gone),
-                              name=f"burrow-sse-{run.id[:8]}", daemon=True)
-    thread.start()
-    silent_since = time.monotonic()
+    ready = asyncio.Event()
+    pending = False  # a wake-up is on its way to the loop: the publisher need not send another
+
+    def wake() -> None:  # on the publishing thread
+        nonlocal pending
+        if not pending:
+            pending = True
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # the event loop has closed (server shutdown)
+                pass
+
+    stop = run.on_event(wake)
+    position = after + 1
     try:
         while True:
-            items = [await queue.get()]
-            while not queue.empty():
-                items.append(queue.get_nowait())
-            events = [item for item in items if isinstance(item, RunEvent)]
-            if events:
-                silent_since = time.monotonic()
-                yield events
-            elif time.monotonic() - silent_since >= keepalive:
-                silent_since = time.monotonic()
+            pending = False
+            ready.clear()
+            fresh = run.since(position)  # read after clearing: an event published meanwhile wakes us again
+            if fresh:
+                yield fresh
+                position = fresh[-1].index + 1
+                if fresh[-1].kind is EventKind.DONE:
+                    return
+                continue
+            if run.done:
+                return  # attached after the end: nothing more will come
+            try:
+                await asyncio.wait_for(ready.wait(), keepalive)
+            except TimeoutError:
                 yield None
-            if any(item is _END for item in items):
-                return
     finally:
-        gone.set()  # the client left (or the run ended): the thread stops at its next heartbeat
+        stop()  # the client left (or the run ended): the run goes on without this stream
 
 
 async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEvent | None]:
@@ -83,24 +91,6 @@ async def watched(run: Run, after: int, keepalive: float) -> AsyncIterator[RunEv
             continue
         for event in batch:
             yield event
-
-
-def _pump(run: Run, after: int, heartbeat: float, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
-          gone: threading.Event) -> None:
-    """Reads `run.events()` (blocking) and puts each event, each heartbeat's None and the end on `queue`."""
-    def put(item: object) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the event loop has closed (server shutdown)
-            gone.set()
-
-    try:
-        for event in run.events(after=after, heartbeat=heartbeat):
-            if gone.is_set():
-                return
-            put(event)
-    finally:
-        put(_END)
 
 
 async def event_stream(run: Run, after: int, keepalive: float) -> AsyncIterator[str]:
