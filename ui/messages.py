@@ -6,6 +6,8 @@ browser fetches a URL planted in a message, not even for a moment while a reply 
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +48,16 @@ def render_message(message: dict[str, Any], unanswered: bool = False, last: bool
             below(index, message)
 
 
+TARGET = "chat_target"  # the key (CSS class st-key-chat_target) of the message a search hit points at
+
+
 def render_messages(messages: list[dict[str, Any]], unanswered: tuple[int, ...] = (), below: Below | None = None,
-                    start: int = 0) -> None:
+                    start: int = 0, target: int | None = None) -> None:
     """A conversation's messages from index `start` on, marking the user messages (by index) that never
-    got a reply."""
+    got a reply; message `target` sits in a keyed box, for the page to scroll to and mark."""
     marked = set(unanswered)
     for index in range(max(0, start), len(messages)):
-        render_message(messages[index], unanswered=index in marked, last=index == len(messages) - 1, below=below,
-                       index=index)
+        box = st.container(key=TARGET) if index == target else contextlib.nullcontext()
+        with box:
+            render_message(messages[index], unanswered=index in marked, last=index == len(messages) - 1,
+                           below=below, index=index)

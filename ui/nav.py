@@ -36,6 +36,12 @@ class Selection:
         return self.summary is None and self.problem is None
 
 
+def target_message() -> int | None:
+    """The message the URL points at (`m`, from a search hit), or None for none or a bad value."""
+    value = st.query_params.get("m", "")
+    return int(value) if value.isdigit() and len(value) < 10 else None
+
+
 def select(partition_key: str, app_id: str | None = None, message: int | None = None) -> None:
     """Points the URL (and the session's copy) at a conversation; safe inside widget callbacks.
     `message` (a search hit's index) goes in `m`, for the page to scroll to."""

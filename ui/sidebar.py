@@ -132,7 +132,7 @@ def _watch_replies(service: ChatService, keys: list[str], replying: set[str]) ->
 
 def _caption(items: list[ConversationSummary], search: str) -> None:
     if not items:
-        st.caption("No conversation matches this search." if search.strip()
+        st.caption("No conversation title matches this search." if search.strip()
                    else "No saved conversations yet. Send a message to start one.")
     elif search.strip():
         st.caption("Conversations whose title matches")

@@ -31,6 +31,27 @@ LATEST = 50  # messages shown at first; "Show earlier messages" adds as many aga
 _SENT = "chat_sent"  # {"key", "run", "prompt"}: the latest run this session started
 _DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be sent, to edit and send again
 _DRAFT_BOX = "chat_draft_text"  # the text area showing that draft
+_SCROLLED = "chat_scrolled"  # (conversation, branch, message index) last scrolled to
+# Our own fixed script (no user content; {hit} is an int): waits for the hit's message and centres it,
+# and holds it there for a moment while the page settles (Streamlit keeps a chat scrolled to its bottom
+# as content arrives until the user scrolls), unless the user scrolls first.
+SCROLL_TO_TARGET = """<script>/* hit {hit} */
+(function () {
+  let moved = false;
+  for (const kind of ["wheel", "touchstart", "keydown"]) addEventListener(kind, () => { moved = true; }, {once: true});
+  (function place(tries, held) {
+    const target = document.querySelector(".st-key-chat_target");
+    if (moved) return;
+    if (target) {
+      // A wheel event on the chat's scroller is how Streamlit learns to stop pinning it to the bottom.
+      const scroller = target.closest('[data-testid="stAppScrollToBottomContainer"]');
+      if (scroller) scroller.dispatchEvent(new WheelEvent("wheel", {deltaY: -1}));
+      target.scrollIntoView({block: "center"});
+    }
+    if (target ? held < 20 : tries > 0) setTimeout(() => place(tries - 1, held + (target ? 1 : 0)), 100);
+  })(30, 0);
+})();
+</script>"""
 
 
 def main() -> None:
@@ -49,11 +70,14 @@ def main() -> None:
     header(service, selection, view, starting=message is not None)
     forked = _branch(service, selection, action) if kind in ("edit", "regenerate") else None
     shown = view.messages[:action["index"]] if forked else view.messages  # a new branch shares only these
-    start = _earlier(view, len(shown))
+    target = nav.target_message()
+    target = target if target is not None and target < len(shown) else None
+    start = _earlier(view, len(shown), target)
     if read_only:
         st.info(READ_ONLY, icon=":material/visibility:")
-    render_messages(shown, view.unanswered, start=start,
+    render_messages(shown, view.unanswered, start=start, target=target,
                     below=None if read_only else lambda i, m: message_actions.render(service, view, i, m))
+    _scroll_to_target(view, target)
     running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
     replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
     if message is not None:
@@ -114,10 +138,25 @@ def _send(service: ChatService, selection: Selection, view: ConversationView, te
     return [live.place(service, run, text, first_words_only=fresh, queued=queued)]
 
 
-def _earlier(view: ConversationView, count: int) -> int:
-    """The index of the first message shown: the latest LATEST, and more each time the user asks."""
+def _scroll_to_target(view: ConversationView, target: int | None) -> None:
+    """Scrolls to the message a search hit opened, once per hit (a later rerun, such as sending, stays put)."""
+    if target is None:
+        return
+    hit = (view.partition_key, view.app_id, target)
+    if st.session_state.get(_SCROLLED) == hit:
+        return
+    st.session_state[_SCROLLED] = hit
+    st.html(SCROLL_TO_TARGET.replace("{hit}", f"{target}"), unsafe_allow_javascript=True)
+
+
+def _earlier(view: ConversationView, count: int, target: int | None = None) -> int:
+    """The index of the first message shown: the latest LATEST, and more each time the user asks (and
+    from the message a search hit points at, at least)."""
     key = f"chat_shown_{view.partition_key}_{view.app_id}"
     start = max(0, count - st.session_state.get(key, LATEST))
+    if target is not None and target < start:
+        st.session_state[key] = count - target
+        start = target
     if start > 0:
         more = min(LATEST, start)
         st.button(f"Show {more} earlier messages", icon=":material/expand_less:", type="tertiary",
