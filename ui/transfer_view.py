@@ -1,9 +1,11 @@
-"""Export and import on the History page: download buttons for the shown branch's conversation, and an
-uploader for any file `burrow import` reads. Facade calls only (ChatService.export_text, import_file)."""
+"""Export and import on the History page: download buttons for the shown branch's conversation and for
+all of the user's, and an uploader for any file `burrow import` reads. Facade calls only (ChatService.export_text, import_file)."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import streamlit as st
 
@@ -24,7 +26,24 @@ def render(service: ChatService, partition_key: str, app_id: str) -> None:
             column.download_button(label, data=partial(service.export_text, partition_key, fmt, app_id),
                                    file_name=f"{partition_key}{suffix}", mime=mime, help=help_text,
                                    icon=":material/download:", on_click="ignore", key=f"export_{fmt}")
+        archive_button(service)
         importer(service)
+
+
+def archive_button(service: ChatService) -> None:
+    """Every conversation of the user's in one .zip of Burrow JSON (what `burrow export --all` writes),
+    made only when clicked."""
+    st.download_button("All my conversations (.zip)", data=partial(_archive, service), file_name="burrow-export.zip",
+                       mime="application/zip", icon=":material/folder_zip:", on_click="ignore", key="export_all",
+                       help="Every conversation of yours, each with all its branches (Burrow JSON files)")
+
+
+def _archive(service: ChatService) -> bytes:
+    """The archive's bytes: written to a temporary file as it goes, then handed to the browser."""
+    with tempfile.TemporaryDirectory(prefix="burrow-export-") as folder:
+        path = Path(folder) / "export.zip"
+        service.export_archive(path)
+        return path.read_bytes()
 
 
 def importer(service: ChatService) -> None:

@@ -1,6 +1,7 @@
 """History's export buttons and importer (ui/transfer_view.py) in Streamlit's AppTest, on a SQLite file."""
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,9 +46,21 @@ def import_button(at: AppTest):  # noqa: ANN201 - an AppTest button
     return next(b for b in at.button if b.label == "Import")
 
 
-def test_history_offers_the_three_downloads(service):
+def test_history_offers_the_three_downloads_and_all_conversations(service):
     at = history()
-    assert [b.label for b in at.get("download_button")] == ["JSON", "Markdown", "OpenAI"]
+    assert [b.label for b in at.get("download_button")] == ["JSON", "Markdown", "OpenAI",
+                                                             "All my conversations (.zip)"]
+
+
+def test_the_archive_download_holds_every_conversation_and_imports_back(service, tmp_path):
+    from ui.transfer_view import _archive
+
+    assert service.send("c2", "second").wait(10)
+    archive = tmp_path / "all.zip"
+    archive.write_bytes(_archive(service))
+    with zipfile.ZipFile(archive) as opened:
+        assert sorted(opened.namelist()) == ["c1.json", "c2.json"]
+    assert len(service.import_file(str(archive))) == 2 and service.count_conversations() == 4
 
 
 def test_importing_a_chatgpt_export_lists_the_new_conversations(service):
