@@ -155,7 +155,7 @@ def _prune(service, dry_run: bool) -> None:  # noqa: ANN001 - ChatService
     """One line per conversation deleted (or that would be), then a count on stderr."""
     from core.retention import prune
 
-    gone = prune(service, dry_run=dry_run)
+    gone = prune(service, dry_run=dry_run, skip_if_busy=False)
     for item in gone:
         print(f"{item.partition_key}\t{item.updated_at.isoformat(timespec='seconds')}\t{item.title}")
     verb = "would delete" if dry_run else "deleted"

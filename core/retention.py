@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from core.users import MAINTENANCE
-from core.errors import StorageError
+from core.errors import BusyError, StorageError
 from core.storage import ConversationSummary
 
 if TYPE_CHECKING:
@@ -42,9 +42,11 @@ def cutoff(days: float, now: datetime | None = None) -> datetime:
     return (now or datetime.now(timezone.utc)) - timedelta(days=days)
 
 
-def prune(service: "ChatService", now: datetime | None = None, dry_run: bool = False) -> list[ConversationSummary]:
+def prune(service: "ChatService", now: datetime | None = None, dry_run: bool = False,
+          skip_if_busy: bool = True) -> list[ConversationSummary]:
     """Deletes (or, on a dry run, only lists) unpinned conversations idle since before the cutoff;
-    returns them. Nothing when retention is off or another process is pruning right now."""
+    returns them. Nothing when retention is off, or when another process is pruning right now (then
+    BusyError instead if not `skip_if_busy`: a command must say so, not report nothing to do)."""
     days = service.settings.retention_days
     if days is None:
         return []
@@ -52,6 +54,8 @@ def prune(service: "ChatService", now: datetime | None = None, dry_run: bool = F
     with _one_pruner(service.settings.database_url) as mine:
         if not mine:
             log.info("another process is pruning conversations; skipped")
+            if not skip_if_busy:
+                raise BusyError("Another process is pruning old conversations right now; try again in a moment.")
             return []
         stale = [item for item in _everything(service) if _prunable(item, before)]
         if dry_run:

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from core.chat import ChatService
+from core.errors import BusyError
 from core.llm import OfflineModel
 from core.retention import LOCK_KEY, prune, start_pruning
 from core.settings import Settings, SettingsError
@@ -122,6 +123,8 @@ def test_on_postgresql_a_prune_is_skipped_while_another_process_holds_the_lock(p
             assert conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
             assert prune(service, now=now) == [] and service.conversation(old) is not None
             assert prune(service, now=now, dry_run=True) == []
+            with pytest.raises(BusyError, match="Another process is pruning"):  # `burrow prune` says so
+                prune(service, now=now, skip_if_busy=False)
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
         assert [item.partition_key for item in prune(service, now=now)] == [old]
         with other.connect() as conn:  # the prune let go of its lock: another process can take it
