@@ -59,7 +59,8 @@ class NoIndexing:
         persister_module.index_step, persister_module.rows_to_index = self.saved
 
 
-def chat_turn(p: SQLAlchemyPersister, key: str, seq: int, history: list, user: str, reply: str) -> tuple[list, list]:
+def chat_turn(p: SQLAlchemyPersister, key: str, seq: int, history: list, user: str, reply: str,
+              app_id: str = "main") -> tuple[list, list]:
     """One turn as the chat graph saves it: the user's message, the safety check, the reply (3 saves)."""
     times = []
     history = [*history, {"role": "user", "content": user}]
@@ -68,7 +69,7 @@ def chat_turn(p: SQLAlchemyPersister, key: str, seq: int, history: list, user: s
                             ("ai_response", {"chat_history": [*history, {"role": "assistant", "content": reply}],
                                              "prompt": user, "safe": True, "response": reply})):
         start = time.perf_counter()
-        p.save(key, "main", seq, position, State(state), "completed")
+        p.save(key, app_id, seq, position, State(state), "completed")
         times.append(time.perf_counter() - start)
         seq += 1
     return state["chat_history"], times
