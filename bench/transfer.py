@@ -106,8 +106,8 @@ def main() -> None:
           "search rows of the import / distinct messages |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['db']} | {r['size_mb']:.1f} MB | {r['export'][0]:.2f} s | {r['export_mem'][1]:.0f} MB | "
-              f"{r['import'][0]:.2f} s | {r['import_mem'][1]:.0f} MB | {r['rows']} / {r['unique']} |")
+        print(f"| {r['db']} | {r['size_mb']:.1f} MB | {r['export'][0]:.2f} s | {r['export_mem'][1]:.1f} MB | "
+              f"{r['import'][0]:.2f} s | {r['import_mem'][1]:.1f} MB | {r['rows']} / {r['unique']} |")
 
 
 if __name__ == "__main__":
