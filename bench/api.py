@@ -6,7 +6,8 @@ own) streaming `--chunks` pieces `--chunk-delay` s apart. Each user (bench/api_l
 conversation and loops: send, read the SSE stream to its end, think `--think` s; users start evenly
 over one turn's time, and no turn starts after `--seconds`. Scenarios: the fake model alone (its own
 times under this load, the baseline), the reference on Burr's SQLitePersister, Burrow on SQLite and
-Burrow on PostgreSQL (a throwaway server with --start-postgres, or --pg-url).
+Burrow on PostgreSQL (a throwaway server with --start-postgres, or --pg-url), and with --workers N
+also Burrow on PostgreSQL as one `uvicorn --workers N` with the relay on (CPU: all its processes).
 
 Reported per scenario: turns/s, time to first token and total time added over the model's own
 (p50/p99; the model's own: no first-byte delay, chunks x delay in all), errors (non-200, `error`
@@ -55,6 +56,7 @@ class Scenario:
     protocol: Any
     target: str | None  # uvicorn factory; None: the model itself
     env: dict[str, str]
+    workers: int = 1  # uvicorn --workers (more than one: with the relay, BURROW_RELAY=true)
 
 
 @dataclasses.dataclass
@@ -78,12 +80,13 @@ def expected_reply(question: str, chunks: int) -> str:
 
 
 @contextlib.contextmanager
-def uvicorn_process(target: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, psutil.Process]]:
+def uvicorn_process(target: str, env: dict[str, str], log: Path,
+                    workers: int = 1) -> Iterator[tuple[str, psutil.Process]]:
     """One uvicorn process serving `target` (an app factory) on a free loopback port, until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5",
-               "--timeout-keep-alive", str(KEEP_ALIVE)]
+               "--timeout-keep-alive", str(KEEP_ALIVE), "--workers", str(workers)]
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
@@ -131,6 +134,16 @@ def check(turns: list[Turn], history: dict[str, list[dict]], chunks: int, protoc
     return lost, errors
 
 
+def cpu_of(server: psutil.Process) -> float:
+    """CPU seconds of the server process and its children (uvicorn --workers runs the app in those)."""
+    total = 0.0
+    for process in [server, *server.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def run_scenario(scenario: Scenario, model_url: str, args: argparse.Namespace, log: Path) -> Outcome:
     spec = args.spec
     ramp = spec.own_seconds + args.think
@@ -143,13 +156,13 @@ def run_scenario(scenario: Scenario, model_url: str, args: argparse.Namespace, l
         lost, errors = check(turns, {}, spec.chunks, scenario.protocol)
         return Outcome(scenario, args.users, turns, wall, None, lost, errors)
     env = {"OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "sk-bench", **scenario.env}
-    with uvicorn_process(scenario.target, env, log) as (url, server):
+    with uvicorn_process(scenario.target, env, log, scenario.workers) as (url, server):
         asyncio.run(drive(scenario.protocol, url, 1, 0.01, 0.0, 0.0))  # warm-up: first imports, connections
-        before = server.cpu_times()
+        before = cpu_of(server)
         turns, conversations, wall = load(url)
-        after = server.cpu_times()
+        after = cpu_of(server)
         history = asyncio.run(saved(scenario.protocol, url, conversations))
-    cpu = (after.user + after.system) - (before.user + before.system)
+    cpu = after - before
     lost, errors = check(turns, history, spec.chunks, scenario.protocol)
     return Outcome(scenario, args.users, turns, wall, cpu, lost, errors)
 
@@ -165,6 +178,10 @@ def scenarios(args: argparse.Namespace, work: Path, pg_url: str | None) -> list[
     if pg_url:
         found.append(Scenario("Burrow, PostgreSQL", Burrow(), "server.app:create_app",
                               {**burrow, "BURROW_DATABASE_URL": pg_url}))
+        if args.workers > 1:  # each worker has its own run limit: the users' share of it
+            found.append(Scenario(f"Burrow, PostgreSQL, {args.workers} workers, relay", Burrow(),
+                                  "server.app:create_app", {**burrow, "BURROW_DATABASE_URL": pg_url,
+                                                            "BURROW_RELAY": "true"}, args.workers))
     return [s for s in found if not args.only or any(word.lower() in s.name.lower() for word in args.only)]
 
 
@@ -274,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=None, help="BURROW_MAX_RUNS (default: --users)")
     parser.add_argument("--start-postgres", action="store_true")
     parser.add_argument("--pg-url")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also Burrow on PostgreSQL as one `uvicorn --workers N` with BURROW_RELAY=true")
     parser.add_argument("--only", nargs="*", help="run the scenarios whose name has one of these words")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
     args = parser.parse_args(argv)
