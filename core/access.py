@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -142,6 +145,23 @@ class AccessMixin:
             return {}
         known = self._accounts.users(set(subjects))
         return {s: (known[s].email or known[s].name or s) if s in known else s for s in subjects}
+
+    # ---- conversation ids the API hands out --------------------------------------------------------
+    def mint_conversation_id(self) -> str:
+        """A new id that every server on this database can tell was made for this user: a conversation
+        is saved with its first message, and that message may reach another process than the one that
+        made the id (several workers)."""
+        nonce = secrets.token_hex(8)
+        return nonce + self._id_tag(nonce)
+
+    def minted(self, partition_key: str) -> bool:
+        """True for an id `mint_conversation_id` made for this user (on any server of this database)."""
+        return len(partition_key) == 32 and hmac.compare_digest(partition_key[16:], self._id_tag(partition_key[:16]))
+
+    def _id_tag(self, nonce: str) -> str:
+        """The id's second half: keyed by the database URL (password included), which only the servers know."""
+        key = hashlib.sha256(b"burrow conversation ids\0" + self.settings.database_url.encode()).digest()
+        return hmac.new(key, f"{self.user.subject}\0{nonce}".encode(), "sha256").hexdigest()[:16]
 
     # ---- signing in and API tokens ---------------------------------------------------------------
     def signed_in(self, user: User) -> Any:

@@ -72,7 +72,7 @@ def _found(service: ChatService, request: Request, cid: str) -> dict[str, Any]:
 def create_conversation(request: Request, response: Response, body: NewConversation | None = None,
                         service: ChatService = Depends(get_service)):
     now = datetime.now(timezone.utc)
-    cid = service.new_conversation_id()
+    cid = service.mint_conversation_id()  # any worker on this database takes its first message
     item = {"id": cid, "title": (body.title if body else None) or "New conversation", "created_at": now,
             "updated_at": now, "message_count": 0, "branch": None, "activity": None, "replying": False,
             "owner": service.user.subject,
@@ -160,7 +160,7 @@ def send_message(body: NewMessage, request: Request, cid: str = Depends(conversa
     if len(body.content) > limit:
         raise ApiProblem(413, f"The message has {len(body.content):,} characters; the limit is {limit:,}.",
                          limit=limit)
-    if cid not in pending_of(request, service) and service.conversation(cid) is None:
+    if not service.minted(cid) and service.conversation(cid) is None:
         raise ApiProblem(404, f"No conversation {cid!r}.")  # create it first (POST /conversations)
     expected_messages = None
     if body.expected_sequence_id is not None:

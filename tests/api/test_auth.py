@@ -174,3 +174,20 @@ def test_an_admin_lists_everyones_conversations_read_only(start_api):
         assert refused.status_code == 403 and "admins" in refused.json()["detail"]
         assert alice.get("/api/v1/conversations").json()["items"][0]["owner"] == ALICE.subject
         assert alice.get(f"/api/v1/conversations/{cid}").json()["title"] == "for my eyes"
+
+
+def test_a_new_conversation_takes_its_first_message_on_another_server_and_only_from_its_user(start_api, sqlite_url):
+    """Two servers on one database (as two workers are): the id one hands out is accepted by the other,
+    for the user it was made for; for anyone else it is unknown until saved, and then someone else's."""
+    first = start_api(BURROW_AUTH="proxy", database_url=sqlite_url)
+    second = start_api(BURROW_AUTH="proxy", database_url=sqlite_url)
+    with as_user(first, token_of(first, ALICE)) as alice_on_first, \
+            as_user(second, token_of(second, ALICE)) as alice_on_second, \
+            as_user(second, token_of(second, BOB)) as bob:
+        cid = alice_on_first.post("/api/v1/conversations", json={}).json()["id"]
+        refused = bob.post(f"/api/v1/conversations/{cid}/messages", json={"content": "mine?"})
+        assert refused.status_code == 404
+        sent = alice_on_second.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hello there"})
+        assert sent.status_code == 200, sent.text
+        assert [c["id"] for c in alice_on_first.get("/api/v1/conversations").json()["items"]] == [cid]
+        assert bob.post(f"/api/v1/conversations/{cid}/messages", json={"content": "mine?"}).status_code == 404

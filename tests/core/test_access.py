@@ -23,7 +23,7 @@ ADMIN = User("oidc:https://id.example|root", "root@example.com", "Root", admin=T
 # Facade methods that take a conversation id but are the run worker's own (core/turn.py calls them for
 # a run the service already admitted), not something a page or route may call for a user.
 WORKER_ONLY = {"application", "latest_branch", "forget_cache", "note_failure"}
-CHECKS = {"may", "owns", "read_only"}
+CHECKS = {"may", "owns", "read_only", "minted"}
 # calls_of() names whose facade method is spelled differently
 READ_METHOD = {"feedback": "feedback_of_conversation", "export": "export_text", "rate": "set_feedback"}  # the checks themselves (core/access.py)
 

@@ -69,7 +69,7 @@ def test_search_filters_by_title(app, seed):
     assert sidebar_titles(app) == ["banana bread"]
     ok(app.text_input(key="sidebar_search").set_value("cherry").run())
     assert sidebar_titles(app) == []
-    assert any("No conversation matches" in c.value for c in app.sidebar.caption)
+    assert any("No conversation title matches" in c.value for c in app.sidebar.caption)
 
 
 def test_show_more_pages_through_the_list(app, seed):
