@@ -177,8 +177,9 @@ TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListIte
 
 
 class SearchMessage(Base):
-    """One message of one branch, as text for full-text search (search.py owns it). SQLite indexes it in
-    the FTS5 table `burrow_search_fts` (rowid = id); PostgreSQL in a GIN index over to_tsvector('simple')."""
+    """One message of one branch that its parent does not share, as text for full-text search
+    (search_index.py writes it, search.py reads it). SQLite indexes it in the FTS5 table `burrow_search_fts`
+    (rowid = id); PostgreSQL in a GIN index on a stored `tsv` column (migration 0009)."""
 
     __tablename__ = "burrow_search_messages"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

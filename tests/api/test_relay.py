@@ -1,7 +1,7 @@
 """core/relay.py on a real PostgreSQL server: two relays (as two processes would have) pass a run's
 events from the process that owns it to one that follows it, replayed from the start and then live.
-(The relay is not wired into the service yet: these tests publish the owner's events themselves,
-which is what the hook in core/runs.py would do.)"""
+(These tests publish the owner's events themselves, as the service's hook does with BURROW_RELAY=true;
+tests/api/test_workers.py runs the whole path through two server processes.)"""
 from __future__ import annotations
 
 import threading
