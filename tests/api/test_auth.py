@@ -191,3 +191,13 @@ def test_a_new_conversation_takes_its_first_message_on_another_server_and_only_f
         assert sent.status_code == 200, sent.text
         assert [c["id"] for c in alice_on_first.get("/api/v1/conversations").json()["items"]] == [cid]
         assert bob.post(f"/api/v1/conversations/{cid}/messages", json={"content": "mine?"}).status_code == 404
+
+
+def test_a_revoked_token_is_401_at_once(api):
+    service = api.service.signed_in(ALICE)
+    token, info = service.create_token("laptop")
+    with as_user(api, token) as alice:
+        assert alice.get("/api/v1/conversations").status_code == 200
+        assert service.revoke_token(info.id)
+        refused = alice.get("/api/v1/conversations")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"

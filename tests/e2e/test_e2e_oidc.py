@@ -173,6 +173,18 @@ def test_sign_out_returns_to_the_sign_in_page_and_shows_no_conversation(browser:
         context.close()
 
 
+def test_with_oidc_a_proxy_header_signs_nobody_in(browser: Browser, oidc_app: StreamlitServer,
+                                                   chats: dict[str, str]):
+    """The trusted header counts only in proxy mode: sent to the oidc app it is ignored."""
+    forger = browser.new_page(extra_http_headers={"X-Forwarded-Email": "alice@example.com"})
+    try:
+        open_signed_out(forger, oidc_app)
+        expect_none_of(forger, ALICE_TEXT)
+        expect(chat_input(forger)).to_have_count(0)
+    finally:
+        forger.context.close()
+
+
 # ---- behind a sign-in proxy (BURROW_AUTH=proxy): the browser's requests carry the proxy's header ----
 def test_behind_a_proxy_the_header_names_the_user_and_without_it_nothing_shows(browser: Browser,
                                                                                streamlit_factory: ServerFactory):
