@@ -2,28 +2,20 @@
 `pinned` in the conversation JSON and the list's cursor across pinned rows."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from burr.core import State
 
 from core.storage import SQLAlchemyPersister
-from server.app import create_app
 from tests.api.conftest import ApiServer
 from tests.api.test_schema import fuzz
-from tests.faults.conftest import service_settings
-from tests.support.net import free_port
 
 PIN = "PUT /api/v1/conversations/{conversation_id}/pin"
 
 
 @pytest.fixture
-def api(db_url, llm_server) -> Iterator[ApiServer]:
-    app = create_app(service_settings(db_url, llm_server.base_url))
-    server = ApiServer(app, free_port()).start()
-    yield server
-    server.stop()
+def api(db_url, start_api) -> ApiServer:
+    return start_api(database_url=db_url)
 
 
 def seed(api: ApiServer, count: int) -> list[str]:

@@ -2,27 +2,19 @@
 snippet offsets, odd queries answered (never a 500), the schema fuzz for the route."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from burr.core import State
 
-from server.app import create_app
 from tests.api.conftest import ApiServer
 from tests.api.test_schema import fuzz
-from tests.faults.conftest import service_settings
-from tests.support.net import free_port
 
 SEARCH = "GET /api/v1/search"
 
 
 @pytest.fixture
-def api(db_url, llm_server) -> Iterator[ApiServer]:
-    app = create_app(service_settings(db_url, llm_server.base_url))
-    server = ApiServer(app, free_port()).start()
-    yield server
-    server.stop()
+def api(db_url, start_api) -> ApiServer:
+    return start_api(database_url=db_url)
 
 
 def seed(api: ApiServer, key: str, messages: list[str]) -> None:
