@@ -76,7 +76,9 @@ def _ticked_step(page: Page) -> str:
 
 
 def _snapshot_box(page: Page) -> Locator:
-    return page.get_by_test_id("stSelectbox").filter(has_text="Snapshot").locator("input")
+    # Not the hidden copy Streamlit keeps of a moved element while a run is in progress (data-retained).
+    boxes = page.locator('[data-testid="stSelectbox"]:not([data-retained]):not([data-retained] *)')
+    return boxes.filter(has_text="Snapshot").locator("input")
 
 
 def _tick_row(page: Page, index: int) -> None:

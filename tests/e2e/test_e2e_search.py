@@ -65,6 +65,6 @@ def test_a_hit_in_an_early_message_of_a_long_chat_is_shown_and_scrolled_to(page:
     target = page.locator(".st-key-chat_target")
     expect(target).to_contain_text(f"turn 1 about the {word} plan")
     expect(target).to_be_in_viewport()
-    page.wait_for_timeout(2500)  # past the script's hold: the page must stay there
+    page.wait_for_timeout(1500)  # the page settles: the message must still be in view
     expect(target).to_be_in_viewport()
     page.screenshot(path=str(SHOTS / "search-hit-scrolled.png"))  # the viewport: what the user sees

@@ -33,12 +33,12 @@ _DRAFT = "chat_draft"  # {"key", "reason", "text"}: a message that could not be 
 _DRAFT_BOX = "chat_draft_text"  # the text area showing that draft
 _SCROLLED = "chat_scrolled"  # (conversation, branch, message index) last scrolled to
 # Our own fixed script (no user content; {hit} is an int): waits for the hit's message and centres it,
-# and holds it there for a moment while the page settles (Streamlit keeps a chat scrolled to its bottom
+# and holds it there for a few seconds while the page settles (Streamlit keeps a chat scrolled to its bottom
 # as content arrives until the user scrolls), unless the user scrolls first.
 SCROLL_TO_TARGET = """<script>/* hit {hit} */
 (function () {
   let moved = false;
-  for (const kind of ["wheel", "touchstart", "keydown"]) addEventListener(kind, () => { moved = true; }, {once: true});
+  for (const kind of ["wheel", "touchstart", "pointerdown", "keydown"]) addEventListener(kind, () => { moved = true; }, {once: true});
   (function place(tries, held) {
     const target = document.querySelector(".st-key-chat_target");
     if (moved) return;
@@ -48,8 +48,8 @@ SCROLL_TO_TARGET = """<script>/* hit {hit} */
       if (scroller) scroller.dispatchEvent(new WheelEvent("wheel", {deltaY: -1}));
       target.scrollIntoView({block: "center"});
     }
-    if (target ? held < 20 : tries > 0) setTimeout(() => place(tries - 1, held + (target ? 1 : 0)), 100);
-  })(30, 0);
+    if (target ? held < 100 : tries > 0) setTimeout(() => place(tries - 1, held + (target ? 1 : 0)), 100);
+  })(100, 0);
 })();
 </script>"""
 
