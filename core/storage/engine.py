@@ -17,6 +17,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any, TypeVar
@@ -119,6 +120,21 @@ def _binary_results_on_request(engine: Engine) -> None:
             raw.format = Format.BINARY
 
 
+def _pragma(cursor: Any, pragma: str, patience: float = SQLITE_BUSY_TIMEOUT) -> None:
+    """Runs one PRAGMA, waiting out a busy database: SQLite answers `journal_mode=WAL` on a new file with
+    "database is locked" at once, without its busy timeout, while another connection switches the mode
+    (several servers starting on one fresh file)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute(f"PRAGMA {pragma}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine, memory: bool) -> None:
     pragmas = ("synchronous=NORMAL", "foreign_keys=ON") if memory else (
         "journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
@@ -128,7 +144,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
         cursor = dbapi_connection.cursor()
         for pragma in pragmas:
-            cursor.execute(f"PRAGMA {pragma}")
+            _pragma(cursor, pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")
