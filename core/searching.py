@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from core.storage import LOCAL_OWNER, MARK_END, MARK_START, SearchStore
+from core.storage import MARK_END, MARK_START, SearchStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +42,12 @@ def split_marks(marked: str) -> tuple[str, tuple[tuple[int, int], ...]]:
 
 
 class SearchMixin:
-    """ChatService's search methods (core/chat.py mixes it in); scoped to `self.user`."""
+    """ChatService's search methods (core/chat.py mixes it in); scoped like the listing (core/access.py)."""
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        """The signed-in user's conversations matching `query` (any text: it is never parsed as syntax)."""
-        user = getattr(self, "user", None)
-        owner = getattr(user, "subject", None) or LOCAL_OWNER
+        """The conversations the listing shows (the signed-in user's; all without sign-in) matching `query`
+        (any text: it is never parsed as syntax)."""
+        owner = self.listing_owner()
         limit = max(1, min(int(limit), 100))
         rows = SearchStore(self._persister).search(owner, query, limit)
         hits = []

@@ -1,7 +1,7 @@
 """Full-text search over message text and titles, inside the database Burrow already has (schema 0009).
 
 SQLite: the external-content FTS5 table `burrow_search_fts` over burrow_search_messages (rowid = id),
-bm25 ranking, snippet(). PostgreSQL: a stored `tsvector` column (`tsv`, generated from content) with a
+ranked and highlighted in Python (snippets.py). PostgreSQL: a stored `tsvector` column (`tsv`, generated from content) with a
 GIN index, ts_rank, ts_headline. Rows are written in the save's transaction (search_index.py), once per
 conversation: a fork indexes only what it added beyond its fork point.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from core.storage.snippets import snippet
+from core.storage.snippets import snippet, tf_scores
 from core.storage.search_index import (common_prefix, first_new, forget_conversation, grew_only, index_messages,
                                        index_step, rewrites, rows_to_index)
 
@@ -72,31 +72,29 @@ def _pg_query(words: list[str]) -> str:
 
 
 # FTS5 walks the matches newest first (rowid DESC, a prefix of 2 or 3 letters through its prefix index)
-# and stops at :cand owned ones; bm25 is computed for those only. The :limit rows returned get their
-# snippet in Python (snippets.py): FTS5 would evaluate the MATCH again for each.
+# and stops at :cand owned ones. They are ranked in Python (tf_scores): FTS5's bm25() first counts each
+# word's documents over every match, which for a common word is the whole cost of the query.
 _SQLITE = text("""
-WITH cand AS MATERIALIZED (
-  SELECT burrow_search_fts.rowid AS id, m.partition_key AS pk, bm25(burrow_search_fts) AS score
-  FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
-  JOIN burrow_conversations c ON c.partition_key = m.partition_key
-  WHERE burrow_search_fts MATCH :q AND c.owner = :owner ORDER BY burrow_search_fts.rowid DESC LIMIT :cand),
-best AS MATERIALIZED (SELECT id, pk, min(score) AS score FROM cand GROUP BY pk ORDER BY score, id DESC LIMIT :limit)
-SELECT c.partition_key, c.title, m.app_id, m.idx, m.role, m.content, -b.score, c.updated_at
-FROM best b JOIN burrow_search_messages m ON m.id = b.id JOIN burrow_conversations c ON c.partition_key = b.pk
-ORDER BY b.score, b.id DESC""")
+SELECT m.id, c.partition_key, c.title, m.app_id, m.idx, m.role, m.content, c.updated_at
+FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
+JOIN burrow_conversations c ON c.partition_key = m.partition_key
+WHERE burrow_search_fts MATCH :q AND (CAST(:owner AS VARCHAR) IS NULL OR c.owner = :owner) ORDER BY burrow_search_fts.rowid DESC LIMIT :cand""")
 
 # The tsquery, the candidate bound and the limit are literals, not parameters, so the planner sees the
 # words' frequencies (tsvector statistics): a rare word is a GIN bitmap scan, a word in most rows a
-# backward scan of the primary key that stops at :cand owned matches. Then ts_rank reads the stored
-# tsvector of those only, and ts_headline runs for the rows returned. The words are \\w+ only (terms()).
+# backward scan of the primary key that stops at :cand owned matches. Only ids go through that sort (with
+# the tsvector, a prefix's tens of thousands of matches spilled it to disk); ts_rank (normalization 1:
+# divided by 1 + log of the length, as SQLite's ranking weighs length too) then reads the
+# stored tsvector of the candidates by id, and ts_headline runs for the rows returned. The words are
+# \\w+ only (terms()).
 _PG = """
 WITH cand AS MATERIALIZED (
-  SELECT m.id, m.partition_key AS pk, m.tsv FROM burrow_search_messages m
-  WHERE m.tsv @@ {tsq}
-    AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)
+  SELECT m.id, m.partition_key AS pk FROM burrow_search_messages m
+  WHERE m.tsv @@ {tsq}{owned}
   ORDER BY m.id DESC LIMIT {cand}),
 best AS MATERIALIZED (
-  SELECT DISTINCT ON (pk) id, pk, ts_rank(tsv, {tsq}) AS rank FROM cand ORDER BY pk, rank DESC, id DESC),
+  SELECT DISTINCT ON (c.pk) c.id, c.pk, ts_rank(m.tsv, {tsq}, 1) AS rank
+  FROM cand c JOIN burrow_search_messages m ON m.id = c.id ORDER BY c.pk, rank DESC, c.id DESC),
 top AS MATERIALIZED (SELECT * FROM best ORDER BY rank DESC, id DESC LIMIT {limit})
 SELECT c.partition_key, c.title, m.app_id, m.idx, m.role,
        ts_headline('simple', m.content, {tsq}, 'StartSel={start}, StopSel={stop}, MaxWords=24, MinWords=8'),
@@ -105,15 +103,20 @@ FROM top t JOIN burrow_search_messages m ON m.id = t.id JOIN burrow_conversation
 ORDER BY t.rank DESC, t.id DESC"""
 
 
-def _pg_statement(words: list[str], limit: int) -> Any:
-    """The PostgreSQL search for these words, with the tsquery written in as a quoted literal."""
+_PG_OWNED = "\n    AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)"
+
+
+def _pg_statement(words: list[str], limit: int, owned: bool = True) -> Any:
+    """The PostgreSQL search for these words, with the tsquery written in as a quoted literal; without
+    `owned`, over everyone's messages (no join with the conversations for the candidates)."""
     tsq = "to_tsquery('simple', '" + _pg_query(words).replace("'", "''") + "')"
-    return text(_PG.format(tsq=tsq, cand=int(CANDIDATES), limit=int(limit), start=MARK_START, stop=MARK_END))
+    return text(_PG.format(tsq=tsq, owned=_PG_OWNED if owned else "", cand=int(CANDIDATES), limit=int(limit),
+                           start=MARK_START, stop=MARK_END))
 
 
 _TITLES = text("""
 SELECT partition_key, title, updated_at FROM burrow_conversations
-WHERE owner = :owner AND lower(title) LIKE :like ESCAPE '\\' ORDER BY activity DESC LIMIT :limit""")
+WHERE (CAST(:owner AS VARCHAR) IS NULL OR owner = :owner) AND lower(title) LIKE :like ESCAPE '\\' ORDER BY activity DESC LIMIT :limit""")
 
 
 def _when(value: Any) -> datetime:
@@ -121,17 +124,29 @@ def _when(value: Any) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def search(conn: Connection, owner: str, query: str, limit: int) -> list[SearchRow]:
-    """The owner's best hit per conversation, best first, then conversations matching by title only."""
+def _ranked(candidates: list[Any], words: list[str], limit: int) -> list[tuple]:
+    """SQLite's candidates (newest first) ranked: the best message per conversation (the newer on a tie),
+    the best `limit` of those, each with its snippet, in the shape of the PostgreSQL query's rows."""
+    best: dict[str, tuple[float, Any]] = {}
+    for score, row in zip(tf_scores([r.content for r in candidates], words), candidates):
+        if row.partition_key not in best or score > best[row.partition_key][0]:
+            best[row.partition_key] = (score, row)
+    top = sorted(best.values(), key=lambda pair: (-pair[0], -pair[1].id))[:limit]
+    return [(r.partition_key, r.title, r.app_id, r.idx, r.role,
+             snippet(r.content, words, _prefix(words), MARK_START, MARK_END), score, r.updated_at) for score, r in top]
+
+
+def search(conn: Connection, owner: str | None, query: str, limit: int) -> list[SearchRow]:
+    """The owner's best hit per conversation (everyone's for None), best first, then conversations
+    matching by title only."""
     words = terms(query)
     if not words or limit <= 0:
         return []
     params = {"owner": owner, "limit": limit, "cand": CANDIDATES}
     if conn.dialect.name == "sqlite":
-        rows = [(*r[:5], snippet(r[5], words, _prefix(words), MARK_START, MARK_END), *r[6:])
-                for r in conn.execute(_SQLITE, {**params, "q": _fts_match(words)})]
+        rows = _ranked(conn.execute(_SQLITE, {**params, "q": _fts_match(words)}).all(), words, limit)
     else:
-        rows = conn.execute(_pg_statement(words, limit), {"owner": owner}).all()
+        rows = conn.execute(_pg_statement(words, limit, owner is not None), {"owner": owner}).all()
     best = {r[0]: SearchRow(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), _when(r[7])) for r in rows}
     if len(best) < limit:
         like = "%" + " ".join(words).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -147,5 +162,5 @@ class SearchStore:
     def __init__(self, persister: Any) -> None:
         self.database = persister.database
 
-    def search(self, owner: str, query: str, limit: int = 20) -> list[SearchRow]:
+    def search(self, owner: str | None, query: str, limit: int = 20) -> list[SearchRow]:
         return self.database.read(lambda conn: search(conn, owner, query, limit))

@@ -201,3 +201,14 @@ def test_reading_another_users_id_runs_the_same_queries_as_an_unknown_one(make_s
         assert theirs == never, (name, theirs, never)
         beyond_the_owner += len(never) > 1
     assert beyond_the_owner >= 8  # most reads do more than look the owner up: the decoy did them too
+
+
+def test_search_finds_what_the_listing_shows(make_service):
+    signed_in = make_service()
+    alices = chat(signed_in.as_user(ALICE), "walruses at dawn")
+    bobs = chat(signed_in.as_user(BOB), "walruses at dusk")
+    assert [h.conversation_id for h in signed_in.as_user(ALICE).search("walrus")] == [alices]
+    assert signed_in.as_user(ADMIN).search("walrus") == []  # an admin's own search: their own
+    alone = make_service(auth="none")  # one person's database: all of it listed, all of it found
+    assert {c.partition_key for c in alone.conversations()} == {alices, bobs}
+    assert {h.conversation_id for h in alone.search("walrus")} == {alices, bobs}

@@ -125,3 +125,13 @@ def test_broken_unicode_and_control_characters_are_indexed_as_clean_text(persist
     [(_, _, content)] = rows_of(persister, "c1")
     assert "\x00" not in content and "ocelot" in content
     assert [h.partition_key for h in SearchStore(persister).search("local", "ocelot", 5)] == ["c1"]
+
+
+def test_more_uses_in_a_shorter_message_rank_higher_and_none_means_everyones(persister):
+    chat(persister, "once", ["a heron " + "and many other words besides " * 6], owner="alice")
+    chat(persister, "twice", ["heron heron, " + "and other words " * 6], owner="bob")
+    chat(persister, "short", ["herons!"], owner="alice")
+    order = [h.partition_key for h in SearchStore(persister).search(None, "heron", 5)]
+    assert sorted(order) == ["once", "short", "twice"]
+    assert order.index("twice") < order.index("once") and order.index("short") < order.index("once")
+    assert [h.partition_key for h in SearchStore(persister).search("alice", "heron", 5)] == ["short", "once"]
