@@ -44,10 +44,10 @@ def split_marks(marked: str) -> tuple[str, tuple[tuple[int, int], ...]]:
 class SearchMixin:
     """ChatService's search methods (core/chat.py mixes it in); scoped like the listing (core/access.py)."""
 
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        """The conversations the listing shows (the signed-in user's; all without sign-in) matching `query`
-        (any text: it is never parsed as syntax)."""
-        owner = self.listing_owner()
+    def search(self, query: str, limit: int = 20, everyone: bool = False) -> list[SearchHit]:
+        """The conversations `conversations(everyone=...)` lists (the signed-in user's, an admin's choice of
+        everyone's, all without sign-in) matching `query` (any text: it is never parsed as syntax)."""
+        owner = self.listing_owner(everyone)
         limit = max(1, min(int(limit), 100))
         rows = SearchStore(self._persister).search(owner, query, limit)
         hits = []

@@ -50,11 +50,13 @@ def render(service: ChatService, current_key: str | None) -> None:
             nav.open_new_chat(service)
         search = st.text_input("Search conversations", key="sidebar_search", placeholder="Words in messages or titles…",
                                on_change=_reset_paging, live=SEARCH_PAUSE)
-        if search.strip():
-            _hits(service.search(search, HIT_COUNT))
+        hits = st.container()  # drawn under the search box, filled once the admin switch below is read
         if (pin := st.session_state.pop(_PIN, None)) is not None:
             service.pin(*pin)
         everyone = _everyone(service)
+        if search.strip():
+            with hits:
+                _hits(service.search(search, HIT_COUNT, everyone=everyone))
         shown = st.session_state.get(_SHOWN, PAGE_SIZE)
         items = service.conversations(search=search, limit=shown + 1, everyone=everyone)
         _caption(items, search)

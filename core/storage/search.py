@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -120,8 +120,9 @@ WHERE (CAST(:owner AS VARCHAR) IS NULL OR owner = :owner) AND lower(title) LIKE 
 
 
 def _when(value: Any) -> datetime:
-    """A timestamp from a text() row (SQLite returns its stored text)."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+    """A timestamp from a text() row, in UTC (SQLite returns its stored text, without the zone)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _ranked(candidates: list[Any], words: list[str], limit: int) -> list[tuple]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from core.chat import ChatService
 from server.deps import get_service
+from server.errors import ApiProblem
 from server.schemas import problems
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
@@ -32,11 +33,16 @@ class SearchResults(BaseModel):
     hits: list[SearchHitOut]
 
 
-@router.get("/search", response_model=SearchResults, responses=problems(422), summary="Search messages and titles")
+@router.get("/search", response_model=SearchResults, responses=problems(403, 422),
+            summary="Search messages and titles")
 def search(q: str = Query(max_length=1000), limit: int = Query(20, ge=1, le=100),
+           everyone: bool = Query(False, description="An admin's search of every user's conversations"),
            service: ChatService = Depends(get_service)) -> Any:
-    """Ranked hits, one per conversation, with a snippet of the best-matching message."""
-    hits = service.search(q, limit)
+    """Ranked hits, one per conversation (those GET /conversations lists), with a snippet of the
+    best-matching message."""
+    if everyone and not service.may_list_everyone():
+        raise ApiProblem(403, "Only admins (BURROW_ADMINS) can search everyone's conversations.")
+    hits = service.search(q, limit, everyone=everyone)
     return SearchResults(query=q, hits=[SearchHitOut(
         conversation_id=h.conversation_id, title=h.title, branch=h.app_id, index=h.index, role=h.role,
         snippet=h.snippet, highlights=list(h.spans), rank=h.rank, updated_at=h.updated_at) for h in hits])

@@ -174,6 +174,11 @@ def test_an_admin_lists_everyones_conversations_read_only(start_api):
         assert refused.status_code == 403 and "admins" in refused.json()["detail"]
         assert alice.get("/api/v1/conversations").json()["items"][0]["owner"] == ALICE.subject
         assert alice.get(f"/api/v1/conversations/{cid}").json()["title"] == "for my eyes"
+        found = lambda client, **params: [h["conversation_id"] for h in client.get(  # noqa: E731
+            "/api/v1/search", params={"q": "eyes", **params}).json()["hits"]]
+        assert found(admin) == [] and found(admin, everyone="true") == [cid]  # search finds what is listed
+        refused = alice.get("/api/v1/search", params={"q": "eyes", "everyone": "true"})
+        assert refused.status_code == 403 and "admins" in refused.json()["detail"]
 
 
 def test_a_new_conversation_takes_its_first_message_on_another_server_and_only_from_its_user(start_api, sqlite_url):

@@ -209,6 +209,8 @@ def test_search_finds_what_the_listing_shows(make_service):
     bobs = chat(signed_in.as_user(BOB), "walruses at dusk")
     assert [h.conversation_id for h in signed_in.as_user(ALICE).search("walrus")] == [alices]
     assert signed_in.as_user(ADMIN).search("walrus") == []  # an admin's own search: their own
+    assert {h.conversation_id for h in signed_in.as_user(ADMIN).search("walrus", everyone=True)} == {alices, bobs}
+    assert [h.conversation_id for h in signed_in.as_user(BOB).search("walrus", everyone=True)] == [bobs]
     alone = make_service(auth="none")  # one person's database: all of it listed, all of it found
     assert {c.partition_key for c in alone.conversations()} == {alices, bobs}
     assert {h.conversation_id for h in alone.search("walrus")} == {alices, bobs}

@@ -3,6 +3,8 @@ snippets with marks, scoped to the owner, odd input never raises, deletion remov
 the migration indexes a database written at 0007. Forks: tests/persistence/test_search_forks.py."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from alembic import command
 from burr.core import State
@@ -97,6 +99,8 @@ def test_title_matches_without_message_hits(persister):
     ConversationStore(persister).rename("c1", "Quarterly budget")
     [hit] = SearchStore(persister).search("local", "budget", 5)
     assert hit.partition_key == "c1" and hit.idx is None
+    [message_hit] = SearchStore(persister).search(None, "hello", 5)
+    assert hit.updated_at.utcoffset() == message_hit.updated_at.utcoffset() == timedelta(0)  # UTC, as the catalog's
 
 
 def test_the_migration_indexes_a_database_written_at_0007(db_url):
