@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.errors import InputError
-from core.storage.schema import ApiToken, User
+from core.storage.schema import ApiToken, User, as_utc
 from core.text import plain_text
 
 if TYPE_CHECKING:
@@ -124,20 +124,16 @@ class AccountStore:
         if row is None:
             return None
         now = datetime.now(timezone.utc)
-        if row.last_used_at is None or (now - _utc(row.last_used_at)).total_seconds() >= LAST_USE_STEP:
+        if row.last_used_at is None or (now - as_utc(row.last_used_at)).total_seconds() >= LAST_USE_STEP:
             self.database.write(lambda conn: conn.execute(
                 update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)))
         return row.owner
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _user(row: Any) -> UserRecord:
-    return UserRecord(row.subject, row.email, row.name, _utc(row.created_at), _utc(row.last_seen_at))
+    return UserRecord(row.subject, row.email, row.name, as_utc(row.created_at), as_utc(row.last_seen_at))
 
 
 def _token(row: Any) -> TokenInfo:
-    return TokenInfo(row.id, row.owner, row.name, _utc(row.created_at),
-                     _utc(row.last_used_at) if row.last_used_at else None)
+    return TokenInfo(row.id, row.owner, row.name, as_utc(row.created_at),
+                     as_utc(row.last_used_at) if row.last_used_at else None)

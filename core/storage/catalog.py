@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean, Connection, bindparam, case, delete, func, select, tuple_, update
@@ -19,7 +19,7 @@ from core.errors import StorageError
 from core.storage.feedback import forget_feedback
 from core.storage.leases import forget_conversation
 from core.storage.search import forget_conversation as forget_search
-from core.storage.schema import LOCAL_OWNER, TABLES, App, Conversation, ListItem, Snapshot, StateValue
+from core.storage.schema import LOCAL_OWNER, TABLES, App, Conversation, ListItem, Snapshot, StateValue, as_utc
 from core.text import plain_text, title_text
 
 if TYPE_CHECKING:
@@ -84,10 +84,6 @@ class SnapshotSummary:
 def storage_key(partition_key: str | None) -> str:
     """Burr allows partition_key=None; it is stored as the empty string."""
     return "" if partition_key is None else partition_key
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _like_pattern(text: str) -> str:
@@ -244,7 +240,7 @@ class ConversationStore:
     def branches(self, partition_key: str | None) -> list[BranchSummary]:
         query = (select(App).where(App.partition_key == storage_key(partition_key)).order_by(App.activity.desc()))
         return self.database.read(lambda conn: [
-            BranchSummary(a.app_id, _utc(a.created_at), _utc(a.updated_at), a.last_sequence_id,
+            BranchSummary(a.app_id, as_utc(a.created_at), as_utc(a.updated_at), a.last_sequence_id,
                           a.forked_from_app_id, a.forked_from_sequence_id)
             for a in conn.execute(query)])
 
@@ -294,7 +290,7 @@ class ConversationStore:
     def _summary(row: Any) -> ConversationSummary:
         # Positional unpacking (in _SUMMARY_COLUMNS order): by-name Row access cost more than the query.
         key, title, created_at, updated_at, message_count, latest_app_id, stored_bytes, activity, pinned, owner = row
-        return ConversationSummary(key, title or "Untitled conversation", _utc(created_at), _utc(updated_at),
+        return ConversationSummary(key, title or "Untitled conversation", as_utc(created_at), as_utc(updated_at),
                                    message_count, latest_app_id, stored_bytes, activity, bool(pinned), owner)
 
     def _default_title(self, key: str) -> str | None:
@@ -311,7 +307,7 @@ def _branch_steps(partition_key: str | None, app_id: str) -> Any:
 
 
 def _step(row: Any) -> SnapshotSummary:
-    return SnapshotSummary(row.sequence_id, row.position, row.status, _utc(row.created_at), row.stored_bytes,
+    return SnapshotSummary(row.sequence_id, row.position, row.status, as_utc(row.created_at), row.stored_bytes,
                            row.error)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 
 from core.errors import InputError
-from core.storage.schema import Feedback as FeedbackRow
+from core.storage.schema import Feedback as FeedbackRow, as_utc
 from core.text import plain_text
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class FeedbackStore:
             return created or now
 
         created = self.database.write(work)
-        return Feedback(key, app_id, sequence_id, message_index, thumbs_up, comment, tags, _utc(created or now), now)
+        return Feedback(key, app_id, sequence_id, message_index, thumbs_up, comment, tags, as_utc(created or now), now)
 
     def of_conversation(self, partition_key: str) -> list[Feedback]:
         """Every rating in a conversation (all branches), oldest step first."""
@@ -108,10 +108,6 @@ def _clean_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return cleaned
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _feedback(row: Any) -> Feedback:
     return Feedback(row.partition_key, row.app_id, row.sequence_id, row.message_index, row.thumbs_up, row.comment,
-                    tuple(json.loads(row.tags or "[]")), _utc(row.created_at), _utc(row.updated_at))
+                    tuple(json.loads(row.tags or "[]")), as_utc(row.created_at), as_utc(row.updated_at))

@@ -7,14 +7,14 @@ Within one branch the history only grows, so its steps' message counts never dec
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from core.storage.codec import list_length
-from core.storage.schema import App, Snapshot
+from core.storage.schema import App, Snapshot, as_utc
 
 if TYPE_CHECKING:
     from core.storage.engine import Database
@@ -73,7 +73,7 @@ class Lineage:
 
 def _shape(row) -> BranchShape:  # noqa: ANN001 - a result row
     forked = row.forked_from_app_id is not None
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
-    return BranchShape(row.app_id, created, row.activity, row.forked_from_app_id, row.forked_from_sequence_id,
+    return BranchShape(row.app_id, as_utc(row.created_at), row.activity, row.forked_from_app_id,
+                       row.forked_from_sequence_id,
                        (list_length(row.manifest, HISTORY) or 0) if forked else 0,
                        list_length(row.last_manifest, HISTORY) or 0)

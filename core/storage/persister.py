@@ -35,7 +35,7 @@ from core.storage.listcache import DEFAULT_MAX_BYTES, Branch, ListPrefixCache
 from core.storage.migrations import is_current, upgrade
 from core.storage.rows import (fast_save, find_app, find_branch_snapshot, find_latest_snapshot, insert_app,
                                insert_snapshot, read_state)
-from core.storage.schema import LOCAL_OWNER, App
+from core.storage.schema import LOCAL_OWNER, App, as_utc
 from core.storage.search import index_step, rewrites, rows_to_index
 from core.storage.serde import Remembered, deserialize_state, serialize_state
 
@@ -333,7 +333,7 @@ class _Loaded:
 
     def __init__(self, app_id: str, sequence_id: int, position: str, status: str, created_at: datetime):
         self.app_id, self.sequence_id, self.position, self.status = app_id, sequence_id, position, status
-        self.created_at = created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc)
+        self.created_at = as_utc(created_at)
 
 
 def _conflict_message(app_id: str, sequence_id: int) -> str:

@@ -15,7 +15,7 @@ How a snapshot is stored (schema 0007; migrations/ has how older databases reach
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import (BigInteger, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
                         false)
@@ -190,3 +190,8 @@ class SearchMessage(Base):
     content: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("partition_key", "app_id", "idx", name="uq_burrow_search_messages_place"),)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp in UTC: SQLite gives the columns' values back without their zone."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

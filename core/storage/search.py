@@ -1,9 +1,9 @@
 """Full-text search over message text and titles, inside the database Burrow already has (schema 0009).
 
 SQLite: the external-content FTS5 table `burrow_search_fts` over burrow_search_messages (rowid = id),
-ranked and highlighted in Python (snippets.py). PostgreSQL: a stored `tsvector` column (`tsv`, generated from content) with a
-GIN index, ts_rank, ts_headline. Rows are written in the save's transaction (search_index.py), once per
-conversation: a fork indexes only what it added beyond its fork point.
+ranked and highlighted in Python (snippets.py). PostgreSQL: a stored `tsvector` column (`tsv`, generated
+from content) with a GIN index, ts_rank, ts_headline. Rows are written in the save's transaction
+(search_index.py), once per conversation: a fork indexes only what it added beyond its fork point.
 
 A query ranks a bounded candidate set: the owner's CANDIDATES most recent matching messages (all of
 them for a rarer word; for a word in more messages than that, the best of the newest), keeps the best
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from core.storage.schema import as_utc
 from core.storage.snippets import snippet, tf_scores
 from core.storage.search_index import (common_prefix, first_new, forget_conversation, grew_only, index_messages,
                                        index_step, rewrites, rows_to_index)
@@ -78,7 +79,8 @@ _SQLITE = text("""
 SELECT m.id, c.partition_key, c.title, m.app_id, m.idx, m.role, m.content, c.updated_at
 FROM burrow_search_fts JOIN burrow_search_messages m ON m.id = burrow_search_fts.rowid
 JOIN burrow_conversations c ON c.partition_key = m.partition_key
-WHERE burrow_search_fts MATCH :q AND (CAST(:owner AS VARCHAR) IS NULL OR c.owner = :owner) ORDER BY burrow_search_fts.rowid DESC LIMIT :cand""")
+WHERE burrow_search_fts MATCH :q AND (CAST(:owner AS VARCHAR) IS NULL OR c.owner = :owner)
+ORDER BY burrow_search_fts.rowid DESC LIMIT :cand""")
 
 # The tsquery, the candidate bound and the limit are literals, not parameters, so the planner sees the
 # words' frequencies (tsvector statistics): a rare word is a GIN bitmap scan, a word in most rows a
@@ -116,13 +118,13 @@ def _pg_statement(words: list[str], limit: int, owned: bool = True) -> Any:
 
 _TITLES = text("""
 SELECT partition_key, title, updated_at FROM burrow_conversations
-WHERE (CAST(:owner AS VARCHAR) IS NULL OR owner = :owner) AND lower(title) LIKE :like ESCAPE '\\' ORDER BY activity DESC LIMIT :limit""")
+WHERE (CAST(:owner AS VARCHAR) IS NULL OR owner = :owner) AND lower(title) LIKE :like ESCAPE '\\'
+ORDER BY activity DESC LIMIT :limit""")
 
 
 def _when(value: Any) -> datetime:
     """A timestamp from a text() row, in UTC (SQLite returns its stored text, without the zone)."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def _ranked(candidates: list[Any], words: list[str], limit: int) -> list[tuple]:
