@@ -92,6 +92,6 @@ def index_size(p: SQLAlchemyPersister) -> dict[str, float]:
                 v for k, v in sizes.items() if k.startswith("sqlite_autoindex_burrow_search_messages"))
         else:
             raw = conn.execute(text("SELECT sum(octet_length(content)) FROM burrow_search_messages")).scalar()
-            fts = conn.execute(text("SELECT pg_relation_size('ix_burrow_search_messages_tsv')")).scalar()
+            fts = conn.execute(text("SELECT pg_relation_size('ix_burrow_search_messages_terms')")).scalar()
             rows = conn.execute(text("SELECT pg_total_relation_size('burrow_search_messages')")).scalar() - fts
     return {"raw": float(raw or 0), "rows": float(rows), "fts": float(fts)}

@@ -18,11 +18,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -185,8 +185,14 @@ class Database:
     def _exclusive(self) -> Any:
         return self._serial if self._serial is not None else nullcontext()
 
-    def read(self, work: Callable[[Connection], T]) -> T:
+    def read(self, work: Callable[[Connection], T], settings: Mapping[str, str] | None = None) -> T:
+        """Runs `work(conn)` as a read. PostgreSQL `settings` (planner settings such as jit) hold for this
+        read alone: it then runs in a transaction of its own that sets them locally (SQLite has none)."""
         def run() -> T:
+            if settings and self.dialect == "postgresql":
+                with self.engine.connect() as conn, conn.begin():
+                    conn.execute(*_set_locally(settings))
+                    return work(conn)
             with self._reader.connect() as conn:
                 return _in_transaction(conn, work)
 
@@ -294,6 +300,13 @@ class AsyncDatabase:
 
 def _read_options(dialect: str) -> dict[str, Any]:
     return {"sqlite_single_read": True} if dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+
+
+def _set_locally(settings: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    """One statement that sets each setting for the current transaction only (SET LOCAL)."""
+    calls = ", ".join(f"set_config(:k{i}, :v{i}, true)" for i in range(len(settings)))
+    values = {f"{kind}{i}": value for i, pair in enumerate(settings.items()) for kind, value in zip("kv", pair)}
+    return text(f"SELECT {calls}"), values
 
 
 def _in_transaction(conn: Connection, work: Callable[[Connection], T]) -> T:

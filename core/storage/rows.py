@@ -120,7 +120,7 @@ def _fast_save() -> Any:
                 latest_app_id=_typed("b_app", String), stored_bytes=_typed("b_stored", Integer),
                 owner=_typed("c_owner", String))
     catalog = step_upsert_from(select(*(step[c] for c in STEP_COLUMNS)).select_from(_cross(ids, moved))).cte("catalog")
-    # the messages this step appended, for full-text search (search_index.py; the GIN index is on the tsv column)
+    # the messages this step appended, for full-text search (search_index.py; PostgreSQL indexes the tsv column's lexemes, migration 0010)
     found = _unnest(("sidx", Integer), ("srole", String), ("stext", Text))
     # a message index may have a row already (the list once shrank, then grew again): the new text wins
     new_search = postgresql.insert(_search).from_select(["partition_key", "app_id", "idx", "role", "content"], select(

@@ -179,7 +179,8 @@ TABLES = [m.__table__ for m in (Conversation, App, Snapshot, StateValue, ListIte
 class SearchMessage(Base):
     """One message of one branch that its parent does not share, as text for full-text search
     (search_index.py writes it, search.py reads it). SQLite indexes it in the FTS5 table `burrow_search_fts`
-    (rowid = id); PostgreSQL in a GIN index on a stored `tsv` column (migration 0009)."""
+    (rowid = id); PostgreSQL in a stored `tsv` column (migration 0009) and a GIN index of its lexemes keyed
+    by block of ids (migration 0010)."""
 
     __tablename__ = "burrow_search_messages"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -1,8 +1,9 @@
-"""Full-text search over message text and titles, inside the database Burrow already has (schema 0009).
+"""Full-text search over message text and titles, inside the database Burrow already has (schemas 0009, 0010).
 
 SQLite: the external-content FTS5 table `burrow_search_fts` over burrow_search_messages (rowid = id),
 ranked and highlighted in Python (snippets.py). PostgreSQL: a stored `tsvector` column (`tsv`, generated
-from content) with a GIN index, ts_rank, ts_headline. Rows are written in the save's transaction
+from content), a GIN index of its lexemes keyed by block of ids (migration 0010) so that the newest
+matches are found first, ts_rank, ts_headline. Rows are written in the save's transaction
 (search_index.py), once per conversation: a fork indexes only what it added beyond its fork point.
 
 A query ranks a bounded candidate set: the owner's CANDIDATES most recent matching messages (all of
@@ -82,18 +83,28 @@ JOIN burrow_conversations c ON c.partition_key = m.partition_key
 WHERE burrow_search_fts MATCH :q AND (CAST(:owner AS VARCHAR) IS NULL OR c.owner = :owner)
 ORDER BY burrow_search_fts.rowid DESC LIMIT :cand""")
 
-# The tsquery, the candidate bound and the limit are literals, not parameters, so the planner sees the
-# words' frequencies (tsvector statistics): a rare word is a GIN bitmap scan, a word in most rows a
-# backward scan of the primary key that stops at :cand owned matches. Only ids go through that sort (with
-# the tsvector, a prefix's tens of thousands of matches spilled it to disk); ts_rank (normalization 1:
-# divided by 1 + log of the length, as SQLite's ranking weighs length too) then reads the
-# stored tsvector of the candidates by id, and ts_headline runs for the rows returned. The words are
-# \\w+ only (terms()).
+# PostgreSQL's candidates: the newest RECENT rows are read directly (a backward scan of the primary key,
+# matching the stored tsv: a common word finds its candidates there); below them, the index of
+# migration 0010 is asked block by block, newest first, in groups of 1, 1, 2, 4... blocks, and the
+# union stops at :cand (Append runs its children in order, each stops at :cand itself). `m.id + 0`
+# keeps a block's matches from being found by walking the primary key through every older row.
+# ts_rank (normalization 1: divided by 1 + log of the length, as SQLite's ranking weighs length too)
+# then reads the stored tsv of the candidates by id, and ts_headline runs for the rows returned. The
+# tsquery, bounds and blocks are literals, not parameters: burrow_search_query() is folded before
+# planning, so the planner sees the words' frequencies. The words are \\w+ only (terms()).
+RECENT = 8192
+# For the search's transaction only: these plans are built to stop early, which a parallel or
+# JIT-compiled plan (both chosen for the index function's high cost) or a sequential scan would not.
+PG_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0", "enable_seqscan": "off"}
+_PG_NEWEST = text("SELECT max(id), burrow_search_block(max(id) - :recent) FROM burrow_search_messages")
+_PG_RECENT = """(SELECT m.id, m.partition_key AS pk FROM burrow_search_messages m
+    WHERE m.id > {cutoff} AND m.tsv @@ {tsq}{owned} ORDER BY m.id DESC LIMIT {cand})"""
+_PG_BLOCKS = """(SELECT m.id, m.partition_key AS pk FROM burrow_search_messages m
+    WHERE burrow_search_terms(m.id, m.tsv) @@ burrow_search_query({tsq}, '{{{blocks}}}'::bigint[])
+      AND m.tsv @@ {tsq}{below}{owned} ORDER BY m.id + 0 DESC LIMIT {cand})"""
 _PG = """
-WITH cand AS MATERIALIZED (
-  SELECT m.id, m.partition_key AS pk FROM burrow_search_messages m
-  WHERE m.tsv @@ {tsq}{owned}
-  ORDER BY m.id DESC LIMIT {cand}),
+WITH cand AS MATERIALIZED (SELECT * FROM (
+    {children}) u LIMIT {cand}),
 best AS MATERIALIZED (
   SELECT DISTINCT ON (c.pk) c.id, c.pk, ts_rank(m.tsv, {tsq}, 1) AS rank
   FROM cand c JOIN burrow_search_messages m ON m.id = c.id ORDER BY c.pk, rank DESC, c.id DESC),
@@ -105,15 +116,42 @@ FROM top t JOIN burrow_search_messages m ON m.id = t.id JOIN burrow_conversation
 ORDER BY t.rank DESC, t.id DESC"""
 
 
-_PG_OWNED = "\n    AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)"
+_PG_OWNED = "\n      AND m.partition_key IN (SELECT partition_key FROM burrow_conversations WHERE owner = :owner)"
 
 
-def _pg_statement(words: list[str], limit: int, owned: bool = True) -> Any:
-    """The PostgreSQL search for these words, with the tsquery written in as a quoted literal; without
-    `owned`, over everyone's messages (no join with the conversations for the candidates)."""
+def block_groups(newest: int) -> list[list[int]]:
+    """Blocks `newest` down to 0 in groups of 1, 1, 2, 4... (newest first): a rare word's few matches
+    cost a handful of index lookups, a frequent one's stop in the first groups."""
+    groups, block, size = [], newest, 1
+    while block >= 0:
+        groups.append(list(range(block, max(block - size, -1), -1)))
+        block -= size
+        size *= 2 if len(groups) > 1 else 1
+    return groups
+
+
+def _pg_statement(words: list[str], limit: int, owned: bool, last_id: int, newest_block: int) -> Any:
+    """The PostgreSQL search for these words when the newest row is `last_id`; without `owned`, over
+    everyone's messages (no join with the conversations for the candidates)."""
     tsq = "to_tsquery('simple', '" + _pg_query(words).replace("'", "''") + "')"
-    return text(_PG.format(tsq=tsq, owned=_PG_OWNED if owned else "", cand=int(CANDIDATES), limit=int(limit),
-                           start=MARK_START, stop=MARK_END))
+    owner = _PG_OWNED if owned else ""
+    cutoff = last_id - RECENT
+    children = [_PG_RECENT.format(cutoff=cutoff, tsq=tsq, owned=owner, cand=int(CANDIDATES))]
+    if cutoff > 0:
+        children += [_PG_BLOCKS.format(tsq=tsq, blocks=",".join(map(str, blocks)), owned=owner, cand=int(CANDIDATES),
+                                       below=f" AND m.id + 0 <= {cutoff}" if i == 0 else "")
+                     for i, blocks in enumerate(block_groups(newest_block))]
+    return text(_PG.format(children="\n    UNION ALL ".join(children), tsq=tsq, cand=int(CANDIDATES),
+                           limit=int(limit), start=MARK_START, stop=MARK_END))
+
+
+def _pg_search(conn: Connection, words: list[str], owner: str | None, limit: int) -> list[Any]:
+    """PostgreSQL's rows for the words (run with PG_SETTINGS)."""
+    last_id, newest_block = conn.execute(_PG_NEWEST, {"recent": RECENT}).one()
+    if last_id is None:
+        return []
+    statement = _pg_statement(words, limit, owner is not None, int(last_id), int(newest_block or 0))
+    return conn.execute(statement, {"owner": owner}).all()
 
 
 _TITLES = text("""
@@ -149,7 +187,7 @@ def search(conn: Connection, owner: str | None, query: str, limit: int) -> list[
     if conn.dialect.name == "sqlite":
         rows = _ranked(conn.execute(_SQLITE, {**params, "q": _fts_match(words)}).all(), words, limit)
     else:
-        rows = conn.execute(_pg_statement(words, limit, owner is not None), {"owner": owner}).all()
+        rows = _pg_search(conn, words, owner, limit)
     best = {r[0]: SearchRow(r[0], r[1], r[2], r[3], r[4], r[5], float(r[6]), _when(r[7])) for r in rows}
     if len(best) < limit:
         like = "%" + " ".join(words).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -166,4 +204,4 @@ class SearchStore:
         self.database = persister.database
 
     def search(self, owner: str | None, query: str, limit: int = 20) -> list[SearchRow]:
-        return self.database.read(lambda conn: search(conn, owner, query, limit))
+        return self.database.read(lambda conn: search(conn, owner, query, limit), settings=PG_SETTINGS)

@@ -53,10 +53,10 @@ def schema_differences(engine: Engine) -> list[Any]:
 
 def _compared(name: str | None, kind: str, skip: set[str]) -> bool:
     """Tables and indexes the models describe: not the version tables, nor search's FTS5 table (with its
-    shadow tables), nor PostgreSQL's `tsv` column and its GIN index, which core/storage/search.py describes."""
+    shadow tables), nor PostgreSQL's `tsv` column and its GIN indexes, which core/storage/search.py describes."""
     if kind == "table":
         return name not in skip and not (name or "").startswith("burrow_search_fts")
-    return name not in ("ix_burrow_search_messages_tsv", "tsv")
+    return name not in ("ix_burrow_search_messages_tsv", "ix_burrow_search_messages_terms", "tsv")
 
 
 def columns_of(engine: Engine) -> dict[str, list[str]]:

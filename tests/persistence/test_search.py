@@ -1,6 +1,7 @@
-"""Full-text search (schemas 0008, 0009) on SQLite and PostgreSQL: indexed by the save's transaction, ranked,
+"""Full-text search (schemas 0008 to 0010) on SQLite and PostgreSQL: indexed by the save's transaction, ranked,
 snippets with marks, scoped to the owner, odd input never raises, deletion removes rows, rewrites, and
-the migration indexes a database written at 0007. Forks: tests/persistence/test_search_forks.py."""
+the migration indexes a database written at 0007. Forks: tests/persistence/test_search_forks.py; rows
+in distant blocks of ids: tests/persistence/test_search_blocks.py."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -36,6 +37,17 @@ def chat(persister: SQLAlchemyPersister, key: str, messages: list[str], app: str
         history = [*history, {"role": "user" if seq % 2 == 0 else "assistant", "content": content}]
         persister.save(key, app, seq, "human_input", State({"chat_history": history, "__SEQUENCE_ID": seq}),
                        "completed", **(kwargs if seq == 0 else {}))
+
+
+def undo_0010(conn) -> None:
+    """Back to what 0009 left: PostgreSQL's GIN index on tsv, none of 0010's index or functions."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("DROP INDEX IF EXISTS ix_burrow_search_messages_terms"))
+        for signature in ("burrow_search_terms(bigint, tsvector)", "burrow_search_query(tsquery, bigint[])",
+                          "burrow_search_block(bigint)"):
+            conn.execute(text(f"DROP FUNCTION IF EXISTS {signature}"))
+        if conn.execute(text("SELECT to_regclass('burrow_search_messages') IS NOT NULL")).scalar():
+            conn.execute(text("CREATE INDEX ix_burrow_search_messages_tsv ON burrow_search_messages USING gin (tsv)"))
 
 
 def rows_of(persister: SQLAlchemyPersister, key: str) -> list[tuple]:
@@ -111,10 +123,11 @@ def test_the_migration_indexes_a_database_written_at_0007(db_url):
         chat(old, "c1", ["kangaroo facts", "they hop"] * 40)  # > 64 items: a sealed chunk and pending ones
         with engine.begin() as conn:  # back to 0007, as that release left it: no search tables
             conn.execute(text("DROP TABLE burrow_search_messages"))
+            undo_0010(conn)
             if engine.dialect.name == "sqlite":
                 conn.execute(text("DROP TABLE burrow_search_fts"))
             conn.execute(text("UPDATE burrow_alembic_version SET version_num = '0007'"))
-        assert upgrade(engine) == ["0008", "0009"] and revision_of(engine) == [HEAD]
+        assert upgrade(engine) == ["0008", "0009", "0010"] and revision_of(engine) == [HEAD]
         assert schema_differences(engine) == []
         fresh = SQLAlchemyPersister(engine)
         assert len(rows_of(fresh, "c1")) == 80

@@ -19,7 +19,7 @@ from core.storage.engine import create_burrow_engine
 from core.storage.migrations import HEAD, upgrade
 from core.text import plain_text
 from tests.persistence.test_migrations import revision_of, schema_differences
-from tests.persistence.test_search import chat, rows_of
+from tests.persistence.test_search import chat, rows_of, undo_0010
 
 
 def msg(i: int, content: str) -> dict:
@@ -149,6 +149,7 @@ def as_0008_left_it(engine, key: str, latest: dict[str, list[str]]) -> None:
         if engine.dialect.name == "sqlite":
             conn.execute(text("DROP TABLE burrow_search_fts"))
         else:
+            undo_0010(conn)
             conn.execute(text("DROP INDEX ix_burrow_search_messages_tsv"))
             conn.execute(text("ALTER TABLE burrow_search_messages DROP COLUMN tsv"))
         for app, history in latest.items():
@@ -180,7 +181,7 @@ def test_a_database_written_at_0008_keeps_each_message_once(db_url):
                   "fork": ["puffin start", "puffin reply", "fork goes on"],
                   "late": ["puffin start", "changed below the fork point"]}
         as_0008_left_it(engine, "c1", latest)
-        assert upgrade(engine) == ["0009"] and revision_of(engine) == [HEAD]
+        assert upgrade(engine) == ["0009", "0010"] and revision_of(engine) == [HEAD]
         assert schema_differences(engine) == []
         fresh = SQLAlchemyPersister(engine)
         assert rows_of(fresh, "c1") == [("fork", 2, "fork goes on"), ("late", 1, "changed below the fork point"),
