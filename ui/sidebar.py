@@ -160,6 +160,8 @@ def _row(item: ConversationSummary, is_current: bool, replying: bool, owner: str
                        + (" · writing a reply now" if replying else ""))
         if owner is not None:
             return  # someone else's: nothing to change
+        if st.session_state.get(_DIALOG) is not None:
+            return  # no row menu behind a dialog (its state alone did not always close it: a slow run kept it open)
         # A keyed popover that tracks its state, so choosing Rename or Delete can close it behind the dialog.
         menu = f"conv_menu_{item.partition_key}"
         with st.popover("", icon=":material/more_vert:", type="tertiary", help="Pin, rename or delete", key=menu,
