@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util import greenlet_spawn
@@ -44,6 +44,7 @@ _HINTS = (  # what to check, for the errors people actually meet
     ("connection refused", " (check that the database server is running and BURROW_DATABASE_URL points at it)"),
     ("disk is full", " (free some disk space; nothing was half-written)"),
     ("no space left", " (free some disk space; nothing was half-written)"),
+    ("permission denied", " (grant the database user of BURROW_DATABASE_URL access to Burrow's tables)"),
 )
 
 
@@ -161,7 +162,9 @@ def describe_error(exc: BaseException, where: str) -> str:
     lines = str(cause).strip().splitlines()
     reason = lines[0] if lines else type(cause).__name__
     hint = next((hint for marker, hint in _HINTS if marker in reason.lower()), "")
-    return f"The database at {where} is not available: {reason}{hint}"
+    # A server that answers but refuses the statement (no permission, a missing table) is not "down".
+    what = "refused a request" if isinstance(exc, (ProgrammingError, DataError)) else "is not available"
+    return f"The database at {where} {what}: {reason}{hint}"
 
 
 class Database:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from core.chat import ChatService
 from core.errors import StorageError
+from core.storage import SQLAlchemyPersister
 from tests.faults.conftest import PG_PASSWORD, SECRET_KEY, service_settings, start_and_wait
 from tests.support.net import free_port
 
@@ -265,3 +267,24 @@ def test_postgres_going_down_while_the_reply_streams(build_service, llm_server, 
     assert follow.outcome == "answered" and follow.notice is None, follow.error
     assert [m["content"] for m in service.open(turn.partition_key).messages] == [
         "stream please", "are you back?", "one two three four"]
+
+
+@pytest.mark.postgres
+def test_a_user_without_access_is_told_the_database_refused_not_that_it_is_down(pg_url):
+    """A server that answers but refuses (a role with no grant on Burrow's tables) is not "not available"."""
+    owner = SQLAlchemyPersister.from_url(pg_url)
+    owner.initialize()
+    with owner.engine.begin() as conn:
+        conn.execute(text("CREATE ROLE burrow_no_grants LOGIN"))
+    limited = make_url(pg_url).set(username="burrow_no_grants")
+    store = SQLAlchemyPersister.from_url(limited.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(StorageError) as caught:
+            store.list_app_ids("c1")
+        assert_clear(caught.value, "refused a request", "permission denied", "grant the database user")
+        assert "is not available" not in str(caught.value)
+    finally:
+        store.engine.dispose()
+        with owner.engine.begin() as conn:
+            conn.execute(text("DROP ROLE burrow_no_grants"))
+        owner.engine.dispose()
