@@ -122,11 +122,11 @@ _PG_OWNED = "\n      AND m.partition_key IN (SELECT partition_key FROM burrow_co
 def block_groups(newest: int) -> list[list[int]]:
     """Blocks `newest` down to 0 in groups of 1, 1, 2, 4... (newest first): a rare word's few matches
     cost a handful of index lookups, a frequent one's stop in the first groups."""
-    groups, block, size = [], newest, 1
+    groups, block = [], newest
     while block >= 0:
+        size = 2 ** max(len(groups) - 1, 0)
         groups.append(list(range(block, max(block - size, -1), -1)))
         block -= size
-        size *= 2 if len(groups) > 1 else 1
     return groups
 
 
@@ -150,7 +150,7 @@ def _pg_search(conn: Connection, words: list[str], owner: str | None, limit: int
     last_id, newest_block = conn.execute(_PG_NEWEST, {"recent": RECENT}).one()
     if last_id is None:
         return []
-    statement = _pg_statement(words, limit, owner is not None, int(last_id), int(newest_block or 0))
+    statement = _pg_statement(words, limit, owner is not None, int(last_id), int(newest_block))
     return conn.execute(statement, {"owner": owner}).all()
 
 

@@ -13,7 +13,7 @@ from core.storage import search as search_module
 from core.storage.engine import create_burrow_engine
 from core.storage.migrations import HEAD, upgrade
 from tests.persistence.test_migrations import revision_of, schema_differences
-from tests.persistence.test_search import chat, undo_0010
+from tests.persistence.test_search import chat, persister, undo_0010  # noqa: F401 - persister: a fixture
 
 BLOCK = 1 << 16
 
@@ -24,14 +24,6 @@ def jump_ids(engine: Engine, block: int) -> None:
         with engine.begin() as conn:
             conn.execute(text("SELECT setval(pg_get_serial_sequence('burrow_search_messages', 'id'), :v, false)"),
                          {"v": max(block * BLOCK, 1)})
-
-
-@pytest.fixture
-def persister(db_url: str):
-    p = SQLAlchemyPersister.from_url(db_url)
-    p.initialize()
-    yield p
-    p.engine.dispose()
 
 
 def spread(p: SQLAlchemyPersister) -> None:
