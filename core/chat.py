@@ -43,6 +43,7 @@ from core.turn import Turn, TurnOutcome
 from core.writers import WriterCoordination
 
 log = logging.getLogger(__name__)
+READ_TRIES = 5  # reads of a branch while runs on it keep ending (`_read_with_runs`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +58,12 @@ class ConversationView:
     pending_step: str | None = None  # the turn stopped midway (failed, abandoned, or a fork from inside a turn)
     failure: str | None = None  # why the last step failed, as saved with it
     unanswered: tuple[int, ...] = ()  # indices of user messages that never got a reply
-    run: Run | None = None  # a reply being written by this process right now
+    run: Run | None = None  # a reply being written by this process right now (the newest of `runs`)
     replying_elsewhere: bool = False  # a reply being written by another process right now
     failure_facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # of the reply that failed
     versions: dict[int, Versions] = dataclasses.field(default_factory=dict)  # messages with other versions
     feedback: dict[int, Feedback] = dataclasses.field(default_factory=dict)  # ratings, by message index
+    runs: tuple[Run, ...] = ()  # this process's runs on the branch when it was read, oldest first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,10 +238,12 @@ class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
     @scoped(lambda self, partition_key, app_id=None: ConversationView(partition_key, app_id, [], None), write=False)
     def open(self, partition_key: str, app_id: str | None = None) -> ConversationView:
         """The latest state of a branch (default: the most recent one); empty for a new conversation."""
-        data = self._persister.load(partition_key, app_id)
-        run = self.active_run(partition_key, data["app_id"] if data else app_id)
+        data, runs = self._read_with_runs(partition_key, app_id)
+        branch = data["app_id"] if data else app_id
+        runs = tuple(r for r in runs if branch is None or r.app_id in (None, branch))
+        run = runs[-1] if runs else None
         if data is None:
-            return ConversationView(partition_key, app_id, [], None, run=run)
+            return ConversationView(partition_key, app_id, [], None, run=run, runs=runs)
         branch, position, status = data["app_id"], data["position"], data["status"]
         messages = list(data["state"].get("chat_history", []))
         failed = position if status == "failed" else None
@@ -251,7 +255,20 @@ class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
         tree = self.tree(partition_key)
         return ConversationView(partition_key, branch, messages, data["sequence_id"], failed, pending, failure,
                                 _unanswered(messages, waiting=live), run, elsewhere, failure_facts,
-                                tree.all_versions(branch), self._feedback_on(partition_key, branch, tree))
+                                tree.all_versions(branch), self._feedback_on(partition_key, branch, tree), runs)
+
+    def _read_with_runs(self, partition_key: str, app_id: str | None) -> tuple[dict | None, list[Run]]:
+        """The branch's saved state and this process's runs on the conversation, consistent with each
+        other: a run saves its reply before it leaves the active list, so when one leaves during the
+        read (its reply may have missed the read), the read is done again."""
+        runs = self.active_runs(partition_key)
+        for _ in range(READ_TRIES):
+            data = self._persister.load(partition_key, app_id)
+            after = self.active_runs(partition_key)
+            if all(run in after for run in runs):
+                return data, after
+            runs = after
+        return data, after
 
     # ---- the catalog ---------------------------------------------------------------------------
     def conversations(self, search: str = "", limit: int = 50, before_activity: int | None = None,

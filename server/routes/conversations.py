@@ -128,10 +128,9 @@ def get_messages(request: Request, branch: str | None = None, cid: str = Depends
     if view.sequence_id is None:
         if branch is not None or cid not in pending_of(request, service):
             raise ApiProblem(404, f"No conversation {cid!r}" + (f" with branch {branch!r}." if branch else "."))
-    runs = service.active_runs(cid, view.app_id)
     return jsonable_encoder({"branch": view.app_id, "sequence_id": view.sequence_id, "messages": view.messages,
                              "failed_step": view.failed_step, "failure": view.failure,
-                             "run_id": runs[-1].id if runs else None})
+                             "run_id": view.run.id if view.run else None})  # live when read: its reply is not in messages
 
 
 def _answer(request: Request, run: Run, status_code: int = 200):

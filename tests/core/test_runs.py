@@ -21,6 +21,7 @@ from core.errors import BusyError
 from core.llm import OfflineModel
 from core.runs import KEEP_FINISHED, EventKind, Run, RunEvent
 from core.settings import Settings
+from core.storage import SQLAlchemyPersister
 
 SLOW = 0.03  # seconds per word: the offline reply (~45 words) takes over a second to stream
 
@@ -92,6 +93,29 @@ def test_a_run_goes_on_after_its_client_detaches(make):
     assert full_reply(service, pk) == run.text  # saved in full, nobody watching
     assert service.active_run(pk) is None and service.run(run.id) is run  # still found by id when done
     assert "".join(run) == run.text  # a late attacher gets the whole reply
+
+
+@pytest.mark.timeout(30)
+def test_a_view_read_while_its_run_ends_still_has_the_reply(make, monkeypatch):
+    """The run saves its reply, then leaves the active list: a read that missed the reply must not also
+    miss the run (the page would show the question with neither a reply nor a live run to follow)."""
+    service = make()
+    pk = service.new_conversation_id()
+    run = service.send(pk, "finish while they look")
+    wait_for_pieces(run, 2)
+    reader, real_load = threading.current_thread(), SQLAlchemyPersister.load
+
+    def load_then_let_the_run_end(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        found = real_load(self, *args, **kwargs)
+        if threading.current_thread() is reader:
+            assert run.wait(20)  # the reply is saved and the run gone before open() looks for runs
+        return found
+
+    monkeypatch.setattr(SQLAlchemyPersister, "load", load_then_let_the_run_end)
+    view = service.open(pk)
+    assert [m["role"] for m in view.messages] == ["user", "assistant"]
+    assert view.messages[-1]["content"] == expected_reply("finish while they look")
+    assert view.run is None and view.runs == () and view.unanswered == ()
 
 
 @pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from apptest_helpers import button, messages, ok, run_for, wait_for
 
-from core.chat import STOPPED
+from core.chat import STOPPED, ChatService
 
 PIECES = 40  # a slow reply: ~41 pieces, 0.05 s apart (~2 s)
 TAIL = " and more" * PIECES
@@ -57,6 +57,24 @@ def test_a_reply_streams_with_a_stop_button_and_ends_complete_after_the_page_rer
     reloaded = ok(make_app(c=key).run())
     assert messages(reloaded)[-1] == ("assistant", reply["content"])
     assert not any("Stopped" in c.value for c in reloaded.caption)
+
+
+def test_a_reply_that_ends_while_the_page_draws_is_still_shown(app, llm_server, monkeypatch):
+    """The page read the conversation while the reply was live, and the reply ended before the page
+    attached to it: the page must still show it (replayed from the ended run), not the question alone."""
+    slow(llm_server, delay=0.01)
+    real_open = ChatService.open
+
+    def open_then_let_the_run_end(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        view = real_open(self, *args, **kwargs)
+        if view.run is not None:
+            assert view.run.wait(15)
+        return view
+
+    monkeypatch.setattr(ChatService, "open", open_then_let_the_run_end)
+    ok(app.run())
+    ok(app.chat_input[0].set_value("Finish before I look").run())
+    assert messages(app) == [("user", "Finish before I look"), ("assistant", f"Echo: Finish before I look{TAIL}")]
 
 
 def test_switching_conversation_mid_reply_keeps_it_going_and_the_sidebar_marks_it(app, llm_server, persister, seed):

@@ -78,8 +78,9 @@ def main() -> None:
     render_messages(shown, view.unanswered, start=start, target=target,
                     below=None if read_only else lambda i, m: message_actions.render(service, view, i, m))
     _scroll_to_target(view, target)
-    running = service.active_runs(selection.partition_key, view.app_id) if view.run is not None else []
-    replies = [live.place(service, run) for run in running if not run.done]  # oldest first: the one streaming
+    # The runs that were live when the view was read, even one that has ended since: its reply is
+    # not in `view.messages`, and following an ended run replays it whole before the rerun.
+    replies = [live.place(service, run) for run in view.runs]  # oldest first: the one streaming
     if message is not None:
         replies += _send(service, selection, view, message, queued=bool(replies))
     elif forked:
