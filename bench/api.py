@@ -171,6 +171,9 @@ def scenarios(args: argparse.Namespace, work: Path, pg_url: str | None) -> list[
     burrow = {"BURROW_MAX_RUNS": str(args.max_runs), "BURROW_TRACKER_PROJECT": "off", "BURROW_MAX_RETRIES": "0",
               "BURROW_REQUEST_TIMEOUT": "60", "BURROW_LOG_LEVEL": "WARNING"}
     found = [Scenario("fake model alone (baseline)", ModelAlone(), None, {}),
+             Scenario("floor: bare relay, async client", ModelAlone(), "bench.api_floor:create_app", {}),
+             Scenario("floor: bare relay, client on a thread", ModelAlone(), "bench.api_floor:create_app",
+                      {"BENCH_FLOOR_MODE": "thread"}),
              Scenario("reference: Burr example, SQLitePersister", Reference(), "bench.api_reference:create_app",
                       {"BENCH_REF_DB": str(work / "reference.db")}),
              Scenario("Burrow, SQLite", Burrow(), "server.app:create_app",
