@@ -58,12 +58,12 @@ class ConversationView:
     pending_step: str | None = None  # the turn stopped midway (failed, abandoned, or a fork from inside a turn)
     failure: str | None = None  # why the last step failed, as saved with it
     unanswered: tuple[int, ...] = ()  # indices of user messages that never got a reply
-    run: Run | None = None  # a reply being written by this process right now (the newest of `runs`)
+    run: Run | None = None  # a reply being written by this process right now (the newest of `live_runs`)
     replying_elsewhere: bool = False  # a reply being written by another process right now
     failure_facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # of the reply that failed
     versions: dict[int, Versions] = dataclasses.field(default_factory=dict)  # messages with other versions
     feedback: dict[int, Feedback] = dataclasses.field(default_factory=dict)  # ratings, by message index
-    runs: tuple[Run, ...] = ()  # this process's runs on the branch when it was read, oldest first
+    live_runs: tuple[Run, ...] = ()  # this process's runs on the branch when it was read, oldest first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +243,7 @@ class ChatService(AccessMixin, BranchingMixin, TransferMixin, SearchMixin):
         runs = tuple(r for r in runs if branch is None or r.app_id in (None, branch))
         run = runs[-1] if runs else None
         if data is None:
-            return ConversationView(partition_key, app_id, [], None, run=run, runs=runs)
+            return ConversationView(partition_key, app_id, [], None, run=run, live_runs=runs)
         branch, position, status = data["app_id"], data["position"], data["status"]
         messages = list(data["state"].get("chat_history", []))
         failed = position if status == "failed" else None

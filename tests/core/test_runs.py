@@ -115,7 +115,7 @@ def test_a_view_read_while_its_run_ends_still_has_the_reply(make, monkeypatch):
     view = service.open(pk)
     assert [m["role"] for m in view.messages] == ["user", "assistant"]
     assert view.messages[-1]["content"] == expected_reply("finish while they look")
-    assert view.run is None and view.runs == () and view.unanswered == ()
+    assert view.run is None and view.live_runs == () and view.unanswered == ()
 
 
 @pytest.mark.timeout(30)

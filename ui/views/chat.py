@@ -80,7 +80,7 @@ def main() -> None:
     _scroll_to_target(view, target)
     # The runs that were live when the view was read, even one that has ended since: its reply is
     # not in `view.messages`, and following an ended run replays it whole before the rerun.
-    replies = [live.place(service, run) for run in view.runs]  # oldest first: the one streaming
+    replies = [live.place(service, run) for run in view.live_runs]  # oldest first: the one streaming
     if message is not None:
         replies += _send(service, selection, view, message, queued=bool(replies))
     elif forked:
