@@ -22,7 +22,7 @@ from streamlit import config
 from streamlit.errors import StreamlitSecretNotFoundError
 
 from core.chat import ChatService
-from core.errors import StorageError
+from core.errors import SchemaVersionError, StorageError
 from core.logs import configure_logging
 from core.retention import start_pruning
 from core.settings import Settings, SettingsError, read_secrets_file
@@ -106,7 +106,18 @@ def startup_error(title: str, detail: str, help_text: str) -> NoReturn:
     st.stop()
 
 
+SCHEMA_HELP = """
+**What to check**
+- `BURROW_DATABASE_URL`: it points at a database that a newer Burrow release upgraded. This release leaves it
+  untouched rather than risk what the newer one wrote.
+- Upgrade Burrow where this app runs, or point `BURROW_DATABASE_URL` at another database, then restart.
+"""
+
+
 def storage_error(exc: StorageError) -> NoReturn:
-    """A database error at start or in the middle of a page: logged, then the help page (Try again reloads)."""
-    log.error("The database is not available: %s", exc, exc_info=exc)
-    startup_error("The database is not available", str(exc), STORAGE_HELP)
+    """A database error at start or in the middle of a page: logged, then the help page (Try again reloads).
+    A database from a newer release is not an outage: it gets its own heading and advice."""
+    title = ("This database belongs to a newer Burrow" if isinstance(exc, SchemaVersionError)
+             else "The database is not available")
+    log.error("%s: %s", title, exc, exc_info=exc)
+    startup_error(title, str(exc), SCHEMA_HELP if isinstance(exc, SchemaVersionError) else STORAGE_HELP)

@@ -222,6 +222,33 @@ def test_a_new_api_token_is_shown_only_once(browser: Browser, alice_context: Bro
         page.context.close()
 
 
+def test_revoking_a_token_asks_first_and_cancel_keeps_it(browser: Browser, alice_context: BrowserContext,
+                                                          oidc_app: StreamlitServer):
+    page = browser.new_page(viewport=WIDE, storage_state=alice_context.storage_state())
+    try:
+        name = f"old CI job {uuid.uuid4().hex[:6]}"
+        _new_token(page, oidc_app, name)
+        row = page.locator("[class*='st-key-token_']").filter(has_text=name)
+        expect(row).to_have_count(1)
+        row.get_by_role("button", name="Revoke").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("Revoke this token?")
+        expect(dialog).to_contain_text(name)
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(dialog).to_have_count(0)
+        expect(row).to_have_count(1)  # nothing was revoked by the first click
+        row.get_by_role("button", name="Revoke").click()
+        page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+        expect(row).to_have_count(0)
+        page.reload()
+        wait_idle(page)
+        expect(page.get_by_text("API tokens").first).to_be_visible()
+        expect(page.locator("body")).not_to_contain_text(name)
+        expect_no_traceback(page)
+    finally:
+        page.context.close()
+
+
 @pytest.mark.skipif(not ALL_SHOTS, reason="set BURROW_E2E_SCREENSHOTS=1 for every screenshot in artifacts/issue14/")
 def test_screenshots_of_sign_in_chat_and_api_tokens_in_both_themes(browser: Browser, alice_context: BrowserContext,
                                                                    chats: dict[str, str], oidc_app: StreamlitServer):

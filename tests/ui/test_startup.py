@@ -34,6 +34,25 @@ def test_a_postgres_server_that_is_down_is_reported_without_the_password(make_ap
     assert "s3cret" not in page_text
 
 
+def test_a_database_from_a_newer_release_says_so_instead_of_an_outage(make_app, monkeypatch, tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from core.storage.migrations import HEAD, VERSION_TABLE, upgrade
+
+    engine = create_engine(f"sqlite:///{tmp_path}/newer.db")
+    upgrade(engine)
+    with engine.begin() as conn:  # what a later release leaves behind: a revision this one does not know
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '{int(HEAD) + 1:04d}'"))
+    engine.dispose()
+    monkeypatch.setenv("BURROW_DATABASE_URL", f"sqlite:///{tmp_path}/newer.db")
+    at = ok(make_app().run())
+    assert "belongs to a newer Burrow" in at.error[0].value
+    assert "Upgrade Burrow" in at.error[0].value
+    assert "not available" not in at.error[0].value
+    assert not any("server is running" in m.value for m in at.markdown)
+    assert not at.chat_input
+
+
 def test_an_invalid_setting_names_the_variable(make_app, monkeypatch):
     monkeypatch.setenv("BURROW_REQUEST_TIMEOUT", "soon")
     at = ok(make_app().run())

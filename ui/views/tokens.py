@@ -1,14 +1,30 @@
-"""API tokens: make one (shown once), see when each was last used, revoke. Only with sign-in on
+"""API tokens: make one (shown once), see when each was last used, revoke (after a confirmation: a
+revoked token cannot be brought back, and the programs using it stop at once). Only with sign-in on
 (BURROW_AUTH=oidc or proxy); without it the HTTP API needs no token."""
 from __future__ import annotations
 
 import streamlit as st
 
+from core.chat import ChatService
 from core.errors import InputError
 from ui.format import escape_markdown, relative_time
 from ui.services import get_service
 
 _NEW = "tokens_new"  # the token just made: shown on this run only, never again
+
+
+
+@st.dialog("Revoke this token?")
+def _revoke_dialog(service: ChatService, token_id: str, name: str) -> None:
+    st.markdown(f"Programs that use **{escape_markdown(name)}** will be refused by the API from now on. "
+                "A revoked token cannot be restored; you can create a new one.")
+    confirm, cancel = st.columns(2)
+    if confirm.button("Revoke", key="revoke_confirm", type="primary", icon=":material/delete:", width="stretch"):
+        service.revoke_token(token_id)
+        st.rerun()
+    if cancel.button("Cancel", key="revoke_cancel", width="stretch"):
+        st.rerun()
+
 
 service = get_service()
 st.title("API tokens")
@@ -37,5 +53,4 @@ for info in tokens:
         st.markdown(f"**{escape_markdown(info.name)}**  \n:small[:gray[created {relative_time(info.created_at)}"
                     f" · {used}]]", width="stretch")
         if st.button("Revoke", key=f"revoke_{info.id}", icon=":material/delete:"):
-            service.revoke_token(info.id)
-            st.rerun()
+            _revoke_dialog(service, info.id, info.name)
