@@ -246,13 +246,19 @@ def verdicts_at(rows: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def short_name(scenario: str) -> str:
+    """A tick label that still tells the two floor variants apart."""
+    if scenario.startswith("floor"):
+        return "floor, " + scenario.rsplit(",", 1)[-1].replace(" client", "").strip()
+    return scenario.split(":")[0].replace("fake model alone (baseline)", "model alone")
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"{r['scenario'].split(':')[0].replace('fake model alone (baseline)', 'model alone')}\n{r['users']} users"
-             for r in rows]
+    names = [f"{short_name(r['scenario'])}\n{r['users']} users" for r in rows]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(rows)), 8))
     for ax, key, title in ((axes[0], "ttft", "time to first token added (ms)"),
                            (axes[1], "total", "total time added over the model's own (ms)")):
