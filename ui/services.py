@@ -117,7 +117,7 @@ SCHEMA_HELP = """
 def storage_error(exc: StorageError) -> NoReturn:
     """A database error at start or in the middle of a page: logged, then the help page (Try again reloads).
     A database from a newer release is not an outage: it gets its own heading and advice."""
-    title = ("This database belongs to a newer Burrow" if isinstance(exc, SchemaVersionError)
-             else "The database is not available")
+    title, help_text = (("This database belongs to a newer Burrow", SCHEMA_HELP) if isinstance(exc, SchemaVersionError)
+                        else ("The database is not available", STORAGE_HELP))
     log.error("%s: %s", title, exc, exc_info=exc)
-    startup_error(title, str(exc), SCHEMA_HELP if isinstance(exc, SchemaVersionError) else STORAGE_HELP)
+    startup_error(title, str(exc), help_text)

@@ -17,6 +17,7 @@ import streamlit as st
 from core.chat import ChatService, ConversationSummary
 from core.text import TITLE_CHARS
 from ui import nav
+from ui.dialogs import confirm_or_cancel
 from ui.format import clip, escape_markdown, relative_time
 
 STYLE = Path(__file__).with_name("style.css")
@@ -212,12 +213,10 @@ def _open_dialog(service: ChatService) -> None:
 def _rename_dialog(service: ChatService, partition_key: str, title: str) -> None:
     new_title = st.text_input("New name", value=title, max_chars=TITLE_CHARS, key=f"rename_input_{partition_key}")
     st.caption("Leave it empty to name the conversation after its first message again.")
-    save, cancel = st.columns(2)
-    if save.button("Save", key="rename_save", type="primary", width="stretch"):
+    choice = confirm_or_cancel("Save", "rename_save")
+    if choice:
         service.rename(partition_key, new_title)
-        _close()
-        st.rerun()
-    if cancel.button("Cancel", width="stretch"):
+    if choice is not None:
         _close()
         st.rerun()
 
@@ -226,14 +225,12 @@ def _rename_dialog(service: ChatService, partition_key: str, title: str) -> None
 def _delete_dialog(service: ChatService, partition_key: str, title: str) -> None:
     st.markdown(f"**{escape_markdown(clip(title, 80))}** and all its branches and history will be deleted. "
                 "This cannot be undone.")
-    confirm, cancel = st.columns(2)
-    if confirm.button("Delete", key="delete_confirm", type="primary", icon=":material/delete:", width="stretch"):
+    choice = confirm_or_cancel("Delete", "delete_confirm", icon=":material/delete:")
+    if choice:
         service.delete(partition_key)
-        _close()
         nav.forget(partition_key)
         if st.query_params.get("c") == partition_key:
             nav.open_new_chat(service)
-        st.rerun()
-    if cancel.button("Cancel", width="stretch"):
+    if choice is not None:
         _close()
         st.rerun()

@@ -7,22 +7,21 @@ import streamlit as st
 
 from core.chat import ChatService
 from core.errors import InputError
+from ui.dialogs import confirm_or_cancel
 from ui.format import escape_markdown, relative_time
 from ui.services import get_service
 
 _NEW = "tokens_new"  # the token just made: shown on this run only, never again
 
 
-
 @st.dialog("Revoke this token?")
 def _revoke_dialog(service: ChatService, token_id: str, name: str) -> None:
     st.markdown(f"Programs that use **{escape_markdown(name)}** will be refused by the API from now on. "
                 "A revoked token cannot be restored; you can create a new one.")
-    confirm, cancel = st.columns(2)
-    if confirm.button("Revoke", key="revoke_confirm", type="primary", icon=":material/delete:", width="stretch"):
+    choice = confirm_or_cancel("Revoke", "revoke_confirm", icon=":material/delete:")
+    if choice:
         service.revoke_token(token_id)
-        st.rerun()
-    if cancel.button("Cancel", key="revoke_cancel", width="stretch"):
+    if choice is not None:
         st.rerun()
 
 
