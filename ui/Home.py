@@ -17,6 +17,7 @@ from ui import account  # noqa: E402
 from ui.services import get_service, storage_error  # noqa: E402
 
 PAGE_ICON = Path(__file__).with_name("static") / "burrow.svg"
+STYLE = Path(__file__).with_name("style.css")
 
 # The icon is a local file, served by this server: an emoji or :material: icon (the page's or a
 # navigation entry's) makes the browser fetch an image from fonts.gstatic.com. It is set before
@@ -37,6 +38,7 @@ page = st.navigation(pages)
 # The layout is set here, once per run, before the page draws: a page that changed it itself
 # (after this file had set another) left the browser at either width, depending on the run.
 st.set_page_config(layout="wide" if page.url_path == "history" else "centered")
+st.html(STYLE)  # every page's, the API tokens page too (it has no conversations sidebar)
 try:
     page.run()
 except StorageError as exc:  # the database went away after start: explain, never a traceback

@@ -10,8 +10,6 @@ On a narrow screen the sidebar covers the page, so choosing a conversation (or a
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.chat import ChatService, ConversationSummary
@@ -20,7 +18,6 @@ from ui import nav
 from ui.dialogs import confirm_or_cancel
 from ui.format import clip, escape_markdown, relative_time
 
-STYLE = Path(__file__).with_name("style.css")
 PAGE_SIZE = 20
 SEARCH_PAUSE = "300ms"  # search as you type: Streamlit's own debounce (text_input live=)
 HIT_COUNT = 10  # message hits shown above the title list while searching
@@ -45,7 +42,6 @@ if (window.matchMedia("%s").matches) {
 
 def render(service: ChatService, current_key: str | None) -> None:
     """Draws the sidebar; clicks change the URL's selection (callbacks), so the page stays put."""
-    st.html(STYLE)
     with st.sidebar:
         if st.button("New chat", type="primary", icon=":material/add:", width="stretch", on_click=_chosen):
             nav.open_new_chat(service)

@@ -234,6 +234,8 @@ def test_revoking_a_token_asks_first_and_cancel_keeps_it(browser: Browser, alice
         dialog = page.get_by_role("dialog")
         expect(dialog).to_contain_text("Revoke this token?")
         expect(dialog).to_contain_text(name)
+        # destructive, so red like Delete's (ui/style.css reaches this page too, which has no conversations sidebar)
+        expect(dialog.locator(".st-key-revoke_confirm button")).to_have_css("background-color", "rgb(179, 38, 30)")
         dialog.get_by_role("button", name="Cancel").click()
         expect(dialog).to_have_count(0)
         expect(row).to_have_count(1)  # nothing was revoked by the first click
